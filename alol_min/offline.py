@@ -1,0 +1,181 @@
+"""Offline training of pi_theta (initialised from pi_ref) with any method of `losses.METHODS`.
+
+Each step draws a batch from the method's sampling distribution (uniform, p ~ R, p ~ A+, ...),
+computes pi_theta's per-token log-probs of the batch's responses, and takes the mean of the
+method's per-example loss. pi_ref's log-probs come from the cache built by
+`pipeline.reference_pass`, so no method runs pi_ref during training: A-LoL's step costs what an
+NLL step costs. Periodic validation decodes the validation prompts, scores them, and keeps the
+best checkpoint by validation reward (the paper's model selection).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .advantage import draw_batch, leftover_fraction, rank_slice, sampling_weights, scaled_step_budget
+from .batching import EncodedPairs, collate, response_logprobs, scatter_ref_logprobs
+from .importance import clip_fraction
+from .losses import METHODS, method_loss, pairwise_loss
+
+
+@dataclass
+class OfflineConfig:
+    """Optimisation of pi_theta by an offline method."""
+
+    steps: int = 300
+    """Nominal optimiser steps (A-LoL variants run int(steps * p), p = leftover fraction, as the paper)."""
+    batch_size: int = 32
+    """Examples (or pairs) per step."""
+    lr: float = 3e-4
+    """AdamW learning rate, constant after warm-up."""
+    warmup_steps: int = 20
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Max gradient norm."""
+    clip: float | None = 0.9
+    """epsilon: importance weights are clipped to [1 - eps, 1 + eps] (the paper's HHA default 0.9)."""
+    kl_beta: float = 0.1
+    """beta of A-LoL KL (the paper's value is unverified; A-LoL KL needs beta > 0)."""
+    gold_floor: float = 0.1
+    """u of R-GOLD: per-token probabilities are floored at u."""
+    dpo_beta: float = 0.1
+    """beta of DPO."""
+    pro_sft_weight: float = 0.05
+    """Weight of PRO's SFT term."""
+    scale_steps_by_leftover: bool = True
+    """Run advantage-sampled methods for int(steps * p) steps, as the paper's HHA trainer."""
+    eval_every: int = 50
+    """Validation every this many steps (and at the end)."""
+    seed: int = 0
+    """Seed of the sampler and of dropout."""
+
+
+@dataclass
+class OfflineData:
+    """Everything a method may need about the training pairs, aligned by index."""
+
+    encoded: EncodedPairs
+    reward: np.ndarray
+    advantage: np.ndarray | None = None
+    ref_logp: list | None = None
+    rejected: EncodedPairs | None = None
+    reward_rejected: np.ndarray | None = None
+    ref_logp_rejected: list | None = None
+
+
+def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfig, pad_id: int, device="cpu"):
+    """Mean loss of `method` on the examples at `indices`, and the batch's importance clip fraction."""
+    spec = METHODS[method]
+    batch = {k: v.to(device) for k, v in collate(data.encoded, indices, pad_id).items()}
+    logp, mask = response_logprobs(model, batch)
+    ref = None
+    if spec.needs_ref:
+        ref = scatter_ref_logprobs([data.ref_logp[i] for i in indices], mask)
+    if spec.pairwise:
+        rej = {k: v.to(device) for k, v in collate(data.rejected, indices, pad_id).items()}
+        logp_r, mask_r = response_logprobs(model, rej)
+        ref_r = scatter_ref_logprobs([data.ref_logp_rejected[i] for i in indices], mask_r) if spec.needs_ref else None
+        losses = pairwise_loss(
+            method, logp_chosen=logp, mask_chosen=mask, logp_rejected=logp_r, mask_rejected=mask_r,
+            ref_logp_chosen=ref, ref_logp_rejected=ref_r,
+            reward_chosen=torch.as_tensor(data.reward[indices], dtype=torch.float32),
+            reward_rejected=torch.as_tensor(data.reward_rejected[indices], dtype=torch.float32) if data.reward_rejected is not None else None,
+            beta=cfg.dpo_beta, sft_weight=cfg.pro_sft_weight)
+        return losses.mean(), None
+    advantage = torch.as_tensor(data.advantage[indices], dtype=torch.float32) if spec.needs_value else None
+    clip = 0.0 if method == "a_lol_kl" else cfg.clip
+    losses = method_loss(method, logp=logp, mask=mask, ref_logp=ref,
+                         reward=torch.as_tensor(data.reward[indices], dtype=torch.float32),
+                         advantage=advantage, clip=clip, kl_beta=cfg.kl_beta, gold_floor=cfg.gold_floor)
+    fraction = None
+    if ref is not None and method in ("r_lol", "a_lol", "a_lol_seq", "a_lol_no_clamp"):
+        fraction = clip_fraction(logp.detach(), ref, mask, cfg.clip, per_token=method == "a_lol_seq")
+    return losses.mean(), fraction
+
+
+def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig, pad_id: int,
+                  validate=None, run_dir: Path | None = None, progress: bool = True):
+    """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
+
+    `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps and at the end;
+    the best model by validation total is returned (pi_ref's own score is the first bar to beat).
+    """
+    from accelerate import Accelerator
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    spec = METHODS[method]
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    weights = sampling_weights(spec.sampler, reward=data.reward, advantage=data.advantage,
+                               num_examples=len(data.encoded))
+    steps = cfg.steps
+    if spec.sampler == "advantage" and cfg.scale_steps_by_leftover:
+        steps = scaled_step_budget(cfg.steps, leftover_fraction(data.advantage))
+    model = copy.deepcopy(ref_model)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    log, seen = [], set()
+    best_score, best_state = -float("inf"), None
+    if validate is not None:
+        scores = validate(accelerator.unwrap_model(model))
+        best_score, best_state = scores["total"], copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
+    log_file = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"method": method, "steps_run": steps, **asdict(cfg)}, indent=1))
+        log_file = open(run_dir / "log.jsonl", "w")
+        for row in log:
+            log_file.write(json.dumps(row) + "\n")
+    start = time.time()
+    bar = tqdm(range(steps), desc=spec.label, disable=not progress, mininterval=1.0)
+    for step in bar:
+        global_batch = draw_batch(weights, cfg.batch_size, generator)
+        seen.update(global_batch.tolist())
+        indices = rank_slice(global_batch, rank, world).tolist()
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        loss, fraction = batch_loss(model, method, data, indices, cfg, pad_id, accelerator.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{method}: loss is {float(loss)} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        row = {"step": step + 1, "loss": round(float(loss.detach()), 5), "lr": optimizer.param_groups[0]["lr"],
+               "examples_seen": (step + 1) * cfg.batch_size, "unique_examples_seen": len(seen),
+               "seconds": round(time.time() - start, 2)}
+        if fraction is not None:
+            row["clip_fraction"] = round(fraction, 4)
+        if validate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
+            scores = validate(accelerator.unwrap_model(model))
+            row.update({f"val_{k}": v for k, v in scores.items()})
+            bar.set_postfix(loss=row["loss"], val=round(scores["total"], 3))
+            if scores["total"] > best_score:
+                best_score = scores["total"]
+                best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+                row["best"] = True
+        log.append(row)
+        if log_file is not None:
+            log_file.write(json.dumps(row) + "\n")
+    if log_file is not None:
+        log_file.close()
+    model = accelerator.unwrap_model(model)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, log

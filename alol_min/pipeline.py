@@ -1,0 +1,99 @@
+"""The precomputation between pi_ref and training: rewards, V_ref, advantages, reference log-probs.
+
+    1. pi_ref samples k responses per validation prompt; the reward scores them   -> targets [N, k]
+    2. V_ref is fit on (frozen pi_ref prompt states, mean target)                 -> R^2 vs ceiling
+    3. one pass of frozen pi_ref over the offline training pairs gives, at once,
+       the per-token log pi_ref(y_t | x, y_<t) of every response (cached, so A-LoL never runs
+       pi_ref again: the importance weight costs nothing at training time) and V_ref(x)
+    4. A = R(x, y) - V_ref(x) on the training pairs; the positive ones are the leftovers.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .advantage import compute_advantage, leftover_fraction
+from .batching import EncodedPairs, collate, encode_prompts, token_logprobs
+from .generation import DecodeConfig, generate_responses
+from .values import ValueConfig, fit_value_head, noise_ceiling, predict_values, prompt_states
+
+
+def sample_rewards(model, tokenizer, prompts, reward, k: int, decode: DecodeConfig, max_prompt_tokens: int,
+                   progress: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Rewards of k pi_ref samples per prompt: ([N, k] totals, the N*k responses prompt-major)."""
+    repeated = [p for p in prompts for _ in range(k)]
+    responses = generate_responses(model, tokenizer, repeated, decode, max_prompt_tokens, progress=progress)
+    totals = np.asarray(reward(repeated, responses)["total"], float).reshape(len(prompts), k)
+    return totals, responses
+
+
+def fit_value_estimate(model, tokenizer, prompts, reward, value_cfg: ValueConfig, decode: DecodeConfig,
+                       max_prompt_tokens: int, progress: bool = False):
+    """Fit V_ref on pi_ref's own samples for `prompts`; returns (head, report).
+
+    The report has held-out R^2 against the k-sample mean, the noise ceiling of that target on the
+    same held-out prompts, and their ratio (the share of the achievable R^2 the fit reaches).
+    """
+    start = time.time()
+    samples, _ = sample_rewards(model, tokenizer, prompts, reward, value_cfg.samples_per_prompt, decode,
+                                max_prompt_tokens, progress)
+    sample_seconds = time.time() - start
+    states = prompt_states(model, encode_prompts(tokenizer, prompts, max_prompt_tokens), tokenizer.pad_token_id)
+    head, report = fit_value_head(states, samples.mean(axis=1), reward.max_total, value_cfg, progress)
+    report.update({"sample_seconds": round(sample_seconds, 1), "fit_seconds": round(time.time() - start - sample_seconds, 1),
+                   "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())})
+    if value_cfg.samples_per_prompt >= 2:
+        report["noise_all"] = noise_ceiling(samples)
+        held = report.get("heldout_indices", [])
+        if held:
+            report["noise_heldout"] = noise_ceiling(samples[held])
+            ceiling = report["noise_heldout"]["ceiling_r2"]
+            report["share_of_ceiling"] = report["heldout_r2"] / ceiling if ceiling > 0 else float("nan")
+    report["samples"] = samples
+    return head, report
+
+
+@torch.no_grad()
+def reference_pass(model, encoded: EncodedPairs, pad_id: int, head=None, batch_size: int = 64,
+                   progress: bool = False) -> dict:
+    """One forward pass of frozen pi_ref over prompt <eos> response <eos>.
+
+    Returns `ref_logp` (a list of per-example response-token log-probs) and, with a value head,
+    `value` (V_ref(x) from the prompt positions of the same pass: a causal LM's states at the prompt
+    positions do not depend on the response).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    ref_logp: list[torch.Tensor] = [None] * len(encoded)
+    values = np.zeros(len(encoded))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded.input_ids[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc="pi_ref pass", disable=not progress):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(encoded, idx, pad_id).items()}
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    output_hidden_states=head is not None)
+        logp = token_logprobs(out.logits, batch["input_ids"]).cpu()
+        mask = batch["response_mask"].cpu().bool()
+        for b, i in enumerate(idx):
+            ref_logp[i] = logp[b][mask[b]].clone()
+        if head is not None:
+            hidden = out.hidden_states[-1].float().cpu()
+            states = [hidden[b, :encoded.response_start[i]] for b, i in enumerate(idx)]
+            values[idx] = predict_values(head, states)
+    result = {"ref_logp": ref_logp}
+    if head is not None:
+        result["value"] = values
+    return result
+
+
+def advantage_summary(reward_total: np.ndarray, value: np.ndarray) -> dict:
+    """A = R - V on the training pairs, the leftover fraction, and how much V changes A's ranking."""
+    advantage = compute_advantage(reward_total, value)
+    constant = reward_total - value.mean()
+    return {"advantage": advantage, "leftover_fraction": leftover_fraction(advantage),
+            "mean_advantage": float(advantage.mean()), "value_sd": float(value.std()),
+            "corr_advantage_reward": float(np.corrcoef(advantage, reward_total)[0, 1]),
+            "sign_differs_from_constant_v": float(((advantage > 0) != (constant > 0)).mean())}

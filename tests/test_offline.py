@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from alol_min.batching import collate, encode_pairs, response_logprobs
+from alol_min.generation import DecodeConfig
+from alol_min.losses import METHODS
+from alol_min.offline import OfflineConfig, OfflineData, train_offline
+from alol_min.pipeline import advantage_summary, fit_value_estimate, reference_pass
+from alol_min.values import ValueConfig
+
+
+class LengthReward:
+    """A stand-in reward for tests: share of the reply's words that also occur in the prompt."""
+
+    components = ("overlap",)
+    max_total = 1.0
+
+    def __call__(self, prompts, responses):
+        scores = []
+        for p, r in zip(prompts, responses):
+            words = r.lower().split()
+            scores.append(sum(w in p.lower() for w in words) / len(words) if words else 0.0)
+        scores = np.array(scores)
+        return {"overlap": scores, "total": scores}
+
+
+@pytest.fixture(scope="module")
+def offline_setup(micro_policy, chitchat_small):
+    model, tokenizer, cfg = micro_policy
+    train = chitchat_small["train"].select(range(200))
+    enc = encode_pairs(tokenizer, train["prompt"], train["response"], cfg.max_prompt_tokens, cfg.max_response_tokens)
+    rej = encode_pairs(tokenizer, train["prompt"], train["response"][1:] + train["response"][:1],
+                       cfg.max_prompt_tokens, cfg.max_response_tokens)
+    reward = LengthReward()
+    head, report = fit_value_estimate(model, tokenizer, chitchat_small["validation"]["prompt"][:60], reward,
+                                      ValueConfig(samples_per_prompt=2, epochs=2), DecodeConfig(max_new_tokens=8),
+                                      cfg.max_prompt_tokens)
+    passed = reference_pass(model, enc, tokenizer.pad_token_id, head=head)
+    r = reward(train["prompt"], train["response"])["total"]
+    summary = advantage_summary(r, passed["value"])
+    data = OfflineData(enc, r, summary["advantage"], passed["ref_logp"], rejected=rej, reward_rejected=r[::-1].copy(),
+                       ref_logp_rejected=reference_pass(model, rej, tokenizer.pad_token_id)["ref_logp"])
+    return model, tokenizer, data, report, summary
+
+
+def test_reference_pass_matches_the_model(offline_setup):
+    model, tokenizer, data, _, _ = offline_setup
+    batch = collate(data.encoded, [0, 5, 9], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, mask = response_logprobs(model, batch)
+    for b, i in enumerate([0, 5, 9]):
+        assert torch.allclose(logp[b][mask[b].bool()], data.ref_logp[i], atol=1e-5)
+
+
+def test_value_report_and_advantages(offline_setup):
+    _, _, data, report, summary = offline_setup
+    assert report["samples"].shape == (60, 2)
+    assert {"heldout_r2", "noise_heldout", "share_of_ceiling"} <= set(report)
+    assert 0 < summary["leftover_fraction"] < 1
+    assert np.allclose(summary["advantage"], data.reward - (data.reward - data.advantage))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_a_few_steps(offline_setup, method, tmp_path):
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(steps=3, batch_size=4, eval_every=2, scale_steps_by_leftover=False)
+    calls = []
+
+    def validate(m):
+        calls.append(1)
+        return {"total": float(len(calls))}  # each evaluation "better": the last one is kept
+
+    trained, log = train_offline(model, method, data, cfg, tokenizer.pad_token_id, validate=validate,
+                                 run_dir=tmp_path, progress=False)
+    assert [r["step"] for r in log] == [0, 1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in log[1:])
+    assert log[-1]["best"] and (tmp_path / "log.jsonl").exists()
+    changed = any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
+    assert changed, "the policy did not move"
+
+
+def test_advantage_methods_only_draw_leftovers(offline_setup):
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(steps=10, batch_size=4, scale_steps_by_leftover=True)
+    _, log = train_offline(model, "a_lol", data, cfg, tokenizer.pad_token_id, progress=False)
+    p = (data.advantage > 0).mean()
+    assert len(log) == max(1, int(10 * p))
+    bad = OfflineData(data.encoded, data.reward, -np.abs(data.advantage) - 1e-3, data.ref_logp)
+    with pytest.raises(ValueError):
+        train_offline(model, "a_lol", bad, cfg, tokenizer.pad_token_id, progress=False)
