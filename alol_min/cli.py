@@ -48,6 +48,29 @@ def cmd_train_ref(args) -> None:
         print(f"  > {prompt[-100:]!r}\n    pi_ref: {reply!r}")
 
 
+def cmd_reproduce(args) -> None:
+    """Run the embedded reproduction (pi_ref -> reward -> V -> advantages -> methods -> test)."""
+    from .reproduce import ReproduceConfig, run
+
+    mode = "smoke" if args.smoke else "full" if args.full else "default"
+    methods = tuple(args.methods.split(",")) if args.methods else None
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+    cfg = ReproduceConfig.mode(mode, task=args.task, methods=methods, seeds=seeds, out_dir=args.out,
+                               figures_dir=args.figures)
+    run(cfg, progress=not args.no_progress)
+
+
+def cmd_plot(args) -> None:
+    """Rebuild every figure and table from the logged results."""
+    from pathlib import Path
+
+    from .plots import plot_all
+
+    for task_dir in sorted(p for p in Path(args.results).iterdir() if (p / "summary.csv").exists()):
+        for path in plot_all(task_dir, Path(args.figures), task_dir.name):
+            print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alol_min",
                                      description="A-LoL: advantage-leftover lunch offline RL for language models")
@@ -59,6 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     train_ref.add_argument("--lr", type=float, default=None, help="peak learning rate")
     train_ref.add_argument("--samples", type=int, default=5, help="sampled replies to print")
     train_ref.set_defaults(func=cmd_train_ref)
+    reproduce = sub.add_parser("reproduce", help="the main job: every stage of A-LoL and the baselines, end to end")
+    reproduce.add_argument("--task", default="chitchat", choices=["chitchat"], help="embedded task")
+    size = reproduce.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="exercise everything with tiny budgets (CI)")
+    size.add_argument("--full", action="store_true", help="all methods x 3 seeds")
+    reproduce.add_argument("--methods", default=None, help="comma-separated method names (default: the mode's)")
+    reproduce.add_argument("--seeds", default=None, help="comma-separated seeds (default: the mode's)")
+    reproduce.add_argument("--out", default="results", help="results folder")
+    reproduce.add_argument("--figures", default="figures", help="figures folder")
+    reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    reproduce.set_defaults(func=cmd_reproduce)
+    plot = sub.add_parser("plot", help="rebuild figures and tables from results/*/ logs")
+    plot.add_argument("--results", default="results", help="results folder")
+    plot.add_argument("--figures", default="figures", help="figures folder")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -6,6 +8,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests never touch the user's cache: every session gets a fresh one.
 os.environ["ALOL_MIN_CACHE"] = tempfile.mkdtemp(prefix="alol-min-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ALOL_MIN_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

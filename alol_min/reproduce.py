@@ -1,0 +1,223 @@
+"""The main job: pi_ref -> reward -> V_ref -> advantages -> methods x seeds -> test evaluation.
+
+Every stage before the method runs is cached (keyed by its inputs), so a second run reuses them.
+Each method run writes `config.json`, `log.jsonl` and `test.json` into
+`results/<task>/runs/<method>-s<seed>/`; `results/<task>/summary.csv` has one row per
+(method, seed) with every test metric, the steps run and the examples seen.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import cache_key, dataset_digest, load_or_build
+from .data import ChitchatConfig, load_chitchat
+from .evaluation import evaluate_policy
+from .generation import DecodeConfig
+from .losses import METHODS
+from .models import ModelConfig
+from .offline import OfflineConfig, OfflineData, train_offline
+from .pipeline import advantage_summary, fit_value_estimate, reference_pass
+from .reference import encode_split, reference_metrics, reference_policy
+from .training import SFTConfig
+from .values import ValueConfig
+
+DEFAULT_METHODS = ("nll", "wbc", "a_lol")
+FULL_METHODS = ("nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl", "dpo", "pro")
+
+
+@dataclass
+class ReproduceConfig:
+    """One reproduction run."""
+
+    task: str = "chitchat"
+    """Embedded task."""
+    model: str = "tiny"
+    """Model preset of pi_ref and pi_theta."""
+    data: ChitchatConfig = field(default_factory=ChitchatConfig)
+    """Task data (split sizes)."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Methods to train (keys of losses.METHODS)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of each method's run."""
+    n_offline: int = 20000
+    """Training pairs of the offline RL set (random, from the training split)."""
+    n_value_prompts: int = 600
+    """Validation prompts whose pi_ref samples fit V_ref."""
+    n_val_eval: int = 200
+    """Validation prompts decoded at each periodic validation (model selection)."""
+    n_test: int = 500
+    """Test prompts of the final evaluation."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """pi_ref training."""
+    value: ValueConfig = field(default_factory=ValueConfig)
+    """V_ref fit."""
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    """Method training."""
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    """Decoding for validation and test (the same for every method)."""
+    out_dir: str = "results"
+    """Results folder (results/<task>/...)."""
+    figures_dir: str = "figures"
+    """Where the figures and tables go."""
+
+    @classmethod
+    def mode(cls, name: str, **overrides) -> "ReproduceConfig":
+        if name == "smoke":
+            cfg = cls(model="micro", methods=FULL_METHODS, n_offline=600,
+                      data=ChitchatConfig(max_train=4000, max_validation=300, max_test=100), n_value_prompts=60, n_val_eval=40,
+                      n_test=60, sft=SFTConfig(steps=40, batch_size=32, eval_every=40, eval_pairs=100),
+                      value=ValueConfig(samples_per_prompt=2, epochs=5),
+                      offline=OfflineConfig(steps=6, batch_size=8, eval_every=3),
+                      decode=DecodeConfig(max_new_tokens=12))
+        elif name == "full":
+            cfg = cls(methods=FULL_METHODS, seeds=(0, 1, 2))
+        elif name == "default":
+            cfg = cls()
+        else:
+            raise ValueError(f"unknown mode {name!r}: smoke, default or full")
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, value)
+        return cfg
+
+
+def load_task(cfg: ReproduceConfig):
+    if cfg.task != "chitchat":
+        raise ValueError(f"unknown task {cfg.task!r}")
+    data, report = load_chitchat(cfg.data)
+    return data, report
+
+
+def build_reward(data, task: str, seed: int = 0, verbose: bool = True):
+    """The task's reward (fit on the training split), cached; returns (reward, fit stats)."""
+    from .rewards import ChitchatReward
+
+    inputs = {"task": task, "train": dataset_digest(data["train"]), "seed": seed}
+
+    def build(folder: Path) -> None:
+        reward, stats = ChitchatReward.build(data["train"], validation=data["validation"], seed=seed)
+        reward.save(folder)
+        (folder / "stats.json").write_text(json.dumps(stats, indent=1, default=float))
+
+    folder = load_or_build(f"reward-{task}", inputs, build, verbose=verbose)
+    return ChitchatReward.load(folder), json.loads((folder / "stats.json").read_text())
+
+
+def prepare_offline(cfg: ReproduceConfig, data, model, tokenizer, reward, model_cfg, ref_folder, reward_folder_key):
+    """Rewards, V_ref, advantages and pi_ref log-probs of the offline set (cached)."""
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(data["train"]), size=min(cfg.n_offline, len(data["train"])), replace=False))
+    train = data["train"].select(pick.tolist())
+    value_prompts = data["validation"]["prompt"][:cfg.n_value_prompts]
+    inputs = {"pi_ref": str(ref_folder.name), "reward": reward_folder_key, "n_offline": cfg.n_offline,
+              "value": asdict(cfg.value), "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
+
+    def build(folder: Path) -> None:
+        from .rewards import cross_fit_rewards
+
+        head, report = fit_value_estimate(model, tokenizer, value_prompts, reward, cfg.value, cfg.decode,
+                                          model_cfg.max_prompt_tokens)
+        torch.save(head.state_dict(), folder / "value_head.pt")
+        encoded = encode_split(tokenizer, train, model_cfg)
+        rejected_responses = list(train["response"][1:]) + list(train["response"][:1])
+        rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
+        passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
+        passed_rej = reference_pass(model, rejected, tokenizer.pad_token_id)
+        scores = cross_fit_rewards(reward, train, seed=0)
+        scores_rej = reward(list(train["prompt"]), rejected_responses)
+        summary = advantage_summary(scores["total"], passed["value"])
+        arrays = {"index": pick, "value": passed["value"], "advantage": summary["advantage"],
+                  "reward_rejected": scores_rej["total"], "value_samples": report.pop("samples")}
+        arrays.update({f"reward_{k}": v for k, v in scores.items()})
+        np.savez(folder / "offline.npz", **arrays)
+        torch.save({"ref_logp": passed["ref_logp"], "ref_logp_rejected": passed_rej["ref_logp"]}, folder / "ref_logp.pt")
+        report.pop("history", None)
+        stats = {k: v for k, v in summary.items() if k != "advantage"}
+        (folder / "report.json").write_text(json.dumps({"value": report, "advantage": stats}, indent=1, default=float))
+
+    folder = load_or_build(f"offline-{cfg.task}", inputs, build)
+    arrays = dict(np.load(folder / "offline.npz"))
+    ref = torch.load(folder / "ref_logp.pt", weights_only=True)
+    encoded = encode_split(tokenizer, train, model_cfg)
+    rejected_responses = list(train["response"][1:]) + list(train["response"][:1])
+    rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
+    offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"], rejected,
+                          arrays["reward_rejected"], ref["ref_logp_rejected"])
+    return offline, json.loads((folder / "report.json").read_text()), arrays
+
+
+def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
+    """Run the reproduction; returns results/<task>."""
+    start = time.time()
+    out = Path(cfg.out_dir) / cfg.task
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    data, report = load_task(cfg)
+    print(f"{cfg.task}: {report}")
+    model_cfg = ModelConfig.preset(cfg.model)
+    model, tokenizer, ref_folder = reference_policy(data, model_cfg, cfg.sft, task=cfg.task, progress=progress)
+    print(f"pi_ref: validation reply perplexity {reference_metrics(ref_folder)['val_reply_ppl']:.1f}")
+    reward, reward_stats = build_reward(data, cfg.task)
+    print(f"reward: {', '.join(reward.components)}; fit: {json.dumps(reward_stats, default=float)}")
+    offline, prep, _ = prepare_offline(cfg, data, model, tokenizer, reward, model_cfg, ref_folder,
+                                       cache_key({"train": dataset_digest(data["train"])}))
+    v, a = prep["value"], prep["advantage"]
+    print(f"V_ref: held-out R^2 {v.get('heldout_r2', float('nan')):.3f} (noise ceiling "
+          f"{v.get('noise_heldout', {}).get('ceiling_r2', float('nan')):.3f}); leftover fraction "
+          f"{a['leftover_fraction']:.3f}; corr(A, R) {a['corr_advantage_reward']:.3f}")
+    (out / "prepare.json").write_text(json.dumps({"reward": reward_stats, **prep}, indent=1, default=float))
+    counts, edges = np.histogram(offline.advantage, bins=40)
+    (out / "advantage_hist.json").write_text(json.dumps({
+        "edges": edges.round(5).tolist(), "counts": counts.tolist(),
+        "leftover_fraction": float((offline.advantage > 0).mean())}))
+    val_prompts = data["validation"]["prompt"][-cfg.n_val_eval:]
+    test_prompts = data["test"]["prompt"][:cfg.n_test]
+
+    def validate(policy):
+        scores, _ = evaluate_policy(policy, tokenizer, val_prompts, reward, cfg.decode, model_cfg.max_prompt_tokens)
+        return {k: round(v, 4) for k, v in scores.items()}
+
+    rows = []
+    ref_scores, ref_responses = evaluate_policy(model, tokenizer, test_prompts, reward, cfg.decode, model_cfg.max_prompt_tokens)
+    rows.append({"method": "pi_ref", "seed": "", "steps": 0, "examples_seen": 0, **ref_scores})
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            run_dir = out / "runs" / f"{method}-s{seed}"
+            done = run_dir / "test.json"
+            if done.exists():  # resume: a finished run is not repeated
+                rows.append(json.loads(done.read_text()))
+                continue
+            offline_cfg = OfflineConfig(**{**asdict(cfg.offline), "seed": seed})
+            policy, log = train_offline(model, method, offline, offline_cfg, tokenizer.pad_token_id,
+                                        validate=validate, run_dir=run_dir, progress=progress)
+            scores, responses = evaluate_policy(policy, tokenizer, test_prompts, reward, cfg.decode,
+                                                model_cfg.max_prompt_tokens)
+            row = {"method": method, "seed": seed, "steps": log[-1]["step"],
+                   "examples_seen": log[-1]["examples_seen"], **scores}
+            (run_dir / "samples.json").write_text(json.dumps(
+                [{"prompt": p, "response": r} for p, r in zip(test_prompts[:20], responses[:20])], indent=1))
+            done.write_text(json.dumps(row))
+            rows.append(row)
+            print(f"{METHODS[method].label} seed {seed}: test total {scores['total']:.3f}")
+    write_summary(rows, out / "summary.csv")
+    from .plots import plot_all
+
+    for path in plot_all(out, Path(cfg.figures_dir), cfg.task):
+        print(f"wrote {path}")
+    print(f"done in {time.time() - start:.0f} s; results in {out}")
+    return out
+
+
+def write_summary(rows: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})

@@ -1,0 +1,68 @@
+"""Smoke runs of the entry points as subprocesses, with tiny budgets."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alol_min.reproduce import FULL_METHODS
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "alol_min", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_cli_help_lists_subcommands(tmp_path):
+    out = _run(["--help"], tmp_path)
+    for command in ("train-ref", "reproduce", "plot"):
+        assert command in out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    out = _run(["reproduce", "--smoke", "--seeds", "0,1", "--no-progress"], root)
+    return root, out
+
+
+def test_smoke_reproduce_writes_a_row_per_method_and_seed(smoke_run):
+    root, out = smoke_run
+    with open(root / "results" / "chitchat" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = {(r["method"], r["seed"]) for r in rows}
+    assert pairs == {("pi_ref", "")} | {(m, s) for m in FULL_METHODS for s in ("0", "1")}
+    for row in rows:
+        for column in ("total", "length", "distinct_1", "distinct_2", "distinct_3", "steps", "examples_seen"):
+            assert row[column] != ""
+    for name in ("chitchat_results.md", "chitchat_results.csv", "chitchat_training_curves.png",
+                 "chitchat_clip_fraction.png", "chitchat_advantages.png"):
+        assert (root / "figures" / name).stat().st_size > 0
+
+
+def test_plot_rebuilds_figures_from_logs(smoke_run):
+    root, _ = smoke_run
+    for png in (root / "figures").glob("*.png"):
+        png.unlink()
+    out = _run(["plot"], root)
+    assert "chitchat_training_curves.png" in out
+    assert (root / "figures" / "chitchat_training_curves.png").exists()
+
+
+def test_second_run_reuses_cache_and_resumes(smoke_run):
+    root, _ = smoke_run
+    run_dir = root / "results" / "chitchat" / "runs" / "a_lol-s1"
+    before = json.loads((run_dir / "test.json").read_text())
+    (run_dir / "test.json").unlink()  # as if interrupted before this run finished
+    out = _run(["reproduce", "--smoke", "--seeds", "0,1", "--no-progress"], root)
+    assert "building" not in out and out.count("reusing") >= 3
+    assert out.count("test total") == 1  # only the unfinished run is trained again
+    again = json.loads((run_dir / "test.json").read_text())
+    assert again == before  # same seed, same numbers
