@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_ref.add_argument("--samples", type=int, default=5, help="sampled replies to print")
     train_ref.set_defaults(func=cmd_train_ref)
     reproduce = sub.add_parser("reproduce", help="the main job: every stage of A-LoL and the baselines, end to end")
-    reproduce.add_argument("--task", default="chitchat", choices=["chitchat"], help="embedded task")
+    reproduce.add_argument("--task", default="chitchat", choices=["chitchat", "tiny-hh"], help="embedded task")
     size = reproduce.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="exercise everything with tiny budgets (CI)")
     size.add_argument("--full", action="store_true", help="all methods x 3 seeds")

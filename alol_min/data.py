@@ -41,8 +41,9 @@ class ChitchatConfig:
     """Keep at most this many validation pairs (distinct prompts first)."""
     max_test: int | None = 1000
     """Keep at most this many test pairs."""
-    max_words: int = 60
-    """Pairs whose prompt turn or reply has more words than this are dropped (and counted)."""
+    max_words: int | None = None
+    """If set, pairs whose prompt turn or reply has more words than this are dropped (and counted);
+    None keeps them (the tokenizer truncates long turns, and reports how many)."""
     seed: int = 0
     """Seed of the conversation split and of the subsampling."""
 
@@ -127,7 +128,7 @@ def chitchat_pairs(conversations: dict, config: ChitchatConfig, report: DataRepo
             if not prompt or not response:
                 report.dropped["empty turn"] += 1
                 continue
-            if len(prompt.split()) > config.max_words or len(response.split()) > config.max_words:
+            if config.max_words and (len(prompt.split()) > config.max_words or len(response.split()) > config.max_words):
                 report.dropped[f"turn over {config.max_words} words"] += 1
                 continue
             history = [t for t in turns[max(0, i - 1 - config.context_turns):i - 1] if t]

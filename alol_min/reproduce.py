@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .cache import cache_key, dataset_digest, load_or_build
-from .data import ChitchatConfig, load_chitchat
+from .data import ChitchatConfig
 from .evaluation import evaluate_policy
 from .generation import DecodeConfig
 from .losses import METHODS
@@ -25,6 +25,7 @@ from .models import ModelConfig
 from .offline import OfflineConfig, OfflineData, train_offline
 from .pipeline import advantage_summary, fit_value_estimate, reference_pass
 from .reference import encode_split, reference_metrics, reference_policy
+from .tasks import load_task
 from .training import SFTConfig
 from .values import ValueConfig
 
@@ -42,6 +43,8 @@ class ReproduceConfig:
     """Model preset of pi_ref and pi_theta."""
     data: ChitchatConfig = field(default_factory=ChitchatConfig)
     """Task data (split sizes)."""
+    tiny_hh_train: int | None = None
+    """tiny-hh training pairs to generate (None: the generator's default)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
     """Methods to train (keys of losses.METHODS)."""
     seeds: tuple[int, ...] = (0,)
@@ -71,7 +74,7 @@ class ReproduceConfig:
     def mode(cls, name: str, **overrides) -> "ReproduceConfig":
         if name == "smoke":
             cfg = cls(model="micro", methods=FULL_METHODS, n_offline=600,
-                      data=ChitchatConfig(max_train=4000, max_validation=300, max_test=100), n_value_prompts=60, n_val_eval=40,
+                      data=ChitchatConfig(max_train=4000, max_validation=300, max_test=100), tiny_hh_train=2000, n_value_prompts=60, n_val_eval=40,
                       n_test=60, sft=SFTConfig(steps=40, batch_size=32, eval_every=40, eval_pairs=100),
                       value=ValueConfig(samples_per_prompt=2, epochs=5),
                       offline=OfflineConfig(steps=6, batch_size=8, eval_every=3),
@@ -88,50 +91,31 @@ class ReproduceConfig:
         return cfg
 
 
-def load_task(cfg: ReproduceConfig):
-    if cfg.task != "chitchat":
-        raise ValueError(f"unknown task {cfg.task!r}")
-    data, report = load_chitchat(cfg.data)
-    return data, report
-
-
-def build_reward(data, task: str, seed: int = 0, verbose: bool = True):
-    """The task's reward (fit on the training split), cached; returns (reward, fit stats)."""
-    from .rewards import ChitchatReward
-
-    inputs = {"task": task, "train": dataset_digest(data["train"]), "seed": seed}
-
-    def build(folder: Path) -> None:
-        reward, stats = ChitchatReward.build(data["train"], validation=data["validation"], seed=seed)
-        reward.save(folder)
-        (folder / "stats.json").write_text(json.dumps(stats, indent=1, default=float))
-
-    folder = load_or_build(f"reward-{task}", inputs, build, verbose=verbose)
-    return ChitchatReward.load(folder), json.loads((folder / "stats.json").read_text())
-
-
-def prepare_offline(cfg: ReproduceConfig, data, model, tokenizer, reward, model_cfg, ref_folder, reward_folder_key):
+def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref_folder):
     """Rewards, V_ref, advantages and pi_ref log-probs of the offline set (cached)."""
+    pool = task.offline_pool
     rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(data["train"]), size=min(cfg.n_offline, len(data["train"])), replace=False))
-    train = data["train"].select(pick.tolist())
-    value_prompts = data["validation"]["prompt"][:cfg.n_value_prompts]
-    inputs = {"pi_ref": str(ref_folder.name), "reward": reward_folder_key, "n_offline": cfg.n_offline,
-              "value": asdict(cfg.value), "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
+    pick = np.sort(rng.choice(len(pool), size=min(cfg.n_offline, len(pool)), replace=False))
+    train = pool.select(pick.tolist())
+    rejected_responses = task.rejected(train)
+    value_prompts = task.data["validation"]["prompt"][:cfg.n_value_prompts]
+    inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "pool": dataset_digest(pool),
+              "reward": task.reward_stats, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
+              "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
+
+    def encode_both():
+        return (encode_split(tokenizer, train, model_cfg),
+                encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg))
 
     def build(folder: Path) -> None:
-        from .rewards import cross_fit_rewards
-
-        head, report = fit_value_estimate(model, tokenizer, value_prompts, reward, cfg.value, cfg.decode,
+        head, report = fit_value_estimate(model, tokenizer, value_prompts, task.train_reward, cfg.value, cfg.decode,
                                           model_cfg.max_prompt_tokens)
         torch.save(head.state_dict(), folder / "value_head.pt")
-        encoded = encode_split(tokenizer, train, model_cfg)
-        rejected_responses = list(train["response"][1:]) + list(train["response"][:1])
-        rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
+        encoded, rejected = encode_both()
         passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
         passed_rej = reference_pass(model, rejected, tokenizer.pad_token_id)
-        scores = cross_fit_rewards(reward, train, seed=0)
-        scores_rej = reward(list(train["prompt"]), rejected_responses)
+        scores = task.offline_rewards(train)
+        scores_rej = task.train_reward(list(train["prompt"]), rejected_responses)
         summary = advantage_summary(scores["total"], passed["value"])
         arrays = {"index": pick, "value": passed["value"], "advantage": summary["advantage"],
                   "reward_rejected": scores_rej["total"], "value_samples": report.pop("samples")}
@@ -139,18 +123,17 @@ def prepare_offline(cfg: ReproduceConfig, data, model, tokenizer, reward, model_
         np.savez(folder / "offline.npz", **arrays)
         torch.save({"ref_logp": passed["ref_logp"], "ref_logp_rejected": passed_rej["ref_logp"]}, folder / "ref_logp.pt")
         report.pop("history", None)
+        report.pop("heldout_indices", None)
         stats = {k: v for k, v in summary.items() if k != "advantage"}
         (folder / "report.json").write_text(json.dumps({"value": report, "advantage": stats}, indent=1, default=float))
 
     folder = load_or_build(f"offline-{cfg.task}", inputs, build)
     arrays = dict(np.load(folder / "offline.npz"))
     ref = torch.load(folder / "ref_logp.pt", weights_only=True)
-    encoded = encode_split(tokenizer, train, model_cfg)
-    rejected_responses = list(train["response"][1:]) + list(train["response"][:1])
-    rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
+    encoded, rejected = encode_both()
     offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"], rejected,
                           arrays["reward_rejected"], ref["ref_logp_rejected"])
-    return offline, json.loads((folder / "report.json").read_text()), arrays
+    return offline, json.loads((folder / "report.json").read_text()), arrays, train
 
 
 def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
@@ -158,15 +141,15 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
     start = time.time()
     out = Path(cfg.out_dir) / cfg.task
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    data, report = load_task(cfg)
-    print(f"{cfg.task}: {report}")
+    task = load_task(cfg.task, data_cfg=cfg.data, n_train=cfg.tiny_hh_train)
+    data, reward = task.data, task.train_reward
+    print(f"{cfg.task}: {task.report}")
     model_cfg = ModelConfig.preset(cfg.model)
     model, tokenizer, ref_folder = reference_policy(data, model_cfg, cfg.sft, task=cfg.task, progress=progress)
     print(f"pi_ref: validation reply perplexity {reference_metrics(ref_folder)['val_reply_ppl']:.1f}")
-    reward, reward_stats = build_reward(data, cfg.task)
+    reward_stats = task.reward_stats
     print(f"reward: {', '.join(reward.components)}; fit: {json.dumps(reward_stats, default=float)}")
-    offline, prep, _ = prepare_offline(cfg, data, model, tokenizer, reward, model_cfg, ref_folder,
-                                       cache_key({"train": dataset_digest(data["train"])}))
+    offline, prep, _, _ = prepare_offline(cfg, task, model, tokenizer, model_cfg, ref_folder)
     v, a = prep["value"], prep["advantage"]
     print(f"V_ref: held-out R^2 {v.get('heldout_r2', float('nan')):.3f} (noise ceiling "
           f"{v.get('noise_heldout', {}).get('ceiling_r2', float('nan')):.3f}); leftover fraction "
@@ -184,7 +167,7 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
         return {k: round(v, 4) for k, v in scores.items()}
 
     rows = []
-    ref_scores, ref_responses = evaluate_policy(model, tokenizer, test_prompts, reward, cfg.decode, model_cfg.max_prompt_tokens)
+    ref_scores, _ = evaluate_policy(model, tokenizer, test_prompts, task.test_reward, cfg.decode, model_cfg.max_prompt_tokens)
     rows.append({"method": "pi_ref", "seed": "", "steps": 0, "examples_seen": 0, **ref_scores})
     for method in cfg.methods:
         for seed in cfg.seeds:
@@ -196,7 +179,7 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
             offline_cfg = OfflineConfig(**{**asdict(cfg.offline), "seed": seed})
             policy, log = train_offline(model, method, offline, offline_cfg, tokenizer.pad_token_id,
                                         validate=validate, run_dir=run_dir, progress=progress)
-            scores, responses = evaluate_policy(policy, tokenizer, test_prompts, reward, cfg.decode,
+            scores, responses = evaluate_policy(policy, tokenizer, test_prompts, task.test_reward, cfg.decode,
                                                 model_cfg.max_prompt_tokens)
             row = {"method": method, "seed": seed, "steps": log[-1]["step"],
                    "examples_seen": log[-1]["examples_seen"], **scores}

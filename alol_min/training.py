@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .batching import EncodedPairs, collate, length_buckets, response_logprobs, token_logprobs
+from .batching import EncodedPairs, collate, length_buckets, response_logprobs
 
 
 @dataclass
@@ -44,9 +44,6 @@ class SFTConfig:
     """Validation reply perplexity every this many steps."""
     eval_pairs: int = 1000
     """Validation pairs used for the periodic perplexity (the final one uses them too)."""
-    prompt_loss_weight: float = 0.0
-    """Weight of the NLL on prompt tokens (0: replies only). In `chitchat` every prompt is itself a
-    turn of a training conversation, so its tokens are more dialogue to learn from at no extra cost."""
     seed: int = 0
     """Seed of initialisation and batch order."""
 
@@ -106,14 +103,8 @@ def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTC
         batch = {k: v.to(accelerator.device) for k, v in collate(encoded, indices, pad_id).items()}
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        all_logp = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                  batch["input_ids"])
-        mask = batch["response_mask"]
-        logp = all_logp * mask
+        logp, mask = response_logprobs(model, batch)
         loss = -logp.sum() / len(indices)
-        if cfg.prompt_loss_weight:
-            prompt_mask = batch["attention_mask"][:, 1:] * (1 - mask)
-            loss = loss - cfg.prompt_loss_weight * (all_logp * prompt_mask).sum() / len(indices)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)

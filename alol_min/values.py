@@ -143,11 +143,12 @@ def noise_ceiling(samples: np.ndarray) -> dict:
 
 
 def fit_value_head(states: list[torch.Tensor], targets, max_value: float, cfg: ValueConfig,
-                   progress: bool = False) -> tuple[ValueHead, dict]:
+                   progress: bool = False, heldout: list[int] | None = None) -> tuple[ValueHead, dict]:
     """Fit V on (prompt states, mean reward) by MSE; report held-out R^2.
 
     The prompts are split into fit / select / held-out: the head trains on `fit`, the epoch with the
-    lowest MSE on `select` is kept, and R^2 is measured on `held-out` alone.
+    lowest MSE on `select` is kept, and R^2 is measured on `held-out` alone. `heldout` fixes the
+    held-out indices (for cross-validation); by default a seeded `holdout_fraction` is drawn.
     """
     targets = torch.as_tensor(np.asarray(targets, float), dtype=torch.float32)
     if torch.isnan(targets).any():
@@ -155,7 +156,10 @@ def fit_value_head(states: list[torch.Tensor], targets, max_value: float, cfg: V
     generator = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     order = torch.randperm(len(states), generator=generator).tolist()
-    n_hold = int(round(cfg.holdout_fraction * len(states)))
+    if heldout is not None:
+        held_set = set(heldout)
+        order = list(heldout) + [i for i in order if i not in held_set]
+    n_hold = len(heldout) if heldout is not None else int(round(cfg.holdout_fraction * len(states)))
     n_select = max(1, int(round(0.1 * len(states))))
     held, select, fit = order[:n_hold], order[n_hold:n_hold + n_select], order[n_hold + n_select:]
     head = ValueHead(states[0].shape[-1], max_value, dropout=cfg.dropout)

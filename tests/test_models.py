@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from alol_min.batching import collate, encode_pairs, response_logprobs, scatter_ref_logprobs
+from alol_min.batching import collate, encode_pairs, response_logprobs, scatter_ref_logprobs, token_logprobs
 from alol_min.models import ModelConfig, load_policy, save_policy
 
 
@@ -55,6 +55,10 @@ def test_response_mask_covers_exactly_the_response(micro_policy):
         n_targets = len(enc.input_ids[b]) - enc.response_start[b]
         assert int(batch["response_mask"][b].sum()) == n_targets
     logp, mask = response_logprobs(model, batch)
+    with torch.no_grad():  # same as the full softmax over every position, then masked
+        full = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                              batch["input_ids"]) * mask
+    assert torch.allclose(logp, full, atol=1e-5)
     assert logp.shape == mask.shape and (logp[mask == 0] == 0).all() and (logp[mask == 1] < 0).all()
     # padding does not change a pair's log-probs (causal model, right padding)
     alone, _ = response_logprobs(model, collate(enc, [0], tokenizer.pad_token_id))

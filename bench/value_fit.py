@@ -1,0 +1,98 @@
+"""Measure the core numbers on an embedded task: V_ref's fit against its noise ceiling, advantages.
+
+    python bench/value_fit.py --task chitchat --model tiny --prompts 1000 --k 8
+
+Steps: pi_ref (cached) samples k replies for each of `--prompts` validation prompts; the reward
+scores them; V_ref is fit by 5-fold cross-validation (every prompt is held out once) and the pooled
+held-out R^2 against the k-sample mean is compared with the noise ceiling of that target (also for
+the first 4 samples, k=4). Then V (fit on all prompts) and pi_ref's log-probs are computed for
+`--offline` training pairs, and the leftover fraction and corr(A, R) are reported.
+Prints a JSON summary; `--out` writes it to a file.
+"""
+import argparse
+import json
+import time
+
+import numpy as np
+
+from alol_min.batching import encode_prompts
+from alol_min.generation import DecodeConfig
+from alol_min.models import ModelConfig
+from alol_min.pipeline import advantage_summary, reference_pass, sample_rewards
+from alol_min.reference import encode_split
+from alol_min.values import ValueConfig, fit_value_head, noise_ceiling, predict_values, prompt_states, r2_score
+
+
+def cross_validated_r2(states, targets, max_value, cfg, folds=5):
+    """Pooled held-out R^2: each prompt predicted by a head that never saw it."""
+    order = np.random.default_rng(cfg.seed).permutation(len(states))
+    prediction = np.zeros(len(states))
+    for fold in range(folds):
+        held = order[fold::folds].tolist()
+        head, _ = fit_value_head(states, targets, max_value, cfg, heldout=held)
+        prediction[held] = predict_values(head, [states[i] for i in held])
+    return r2_score(prediction, targets), prediction
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--task", default="chitchat")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--offline", type=int, default=20000)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    from alol_min.reference import reference_policy
+    from alol_min.reproduce import ReproduceConfig
+    from alol_min.tasks import load_task
+
+    cfg = ReproduceConfig(task=args.task, model=args.model)
+    task = load_task(args.task)
+    data, reward, reward_stats = task.data, task.train_reward, task.reward_stats
+    model_cfg = ModelConfig.preset(args.model)
+    model, tokenizer, _ = reference_policy(data, model_cfg, cfg.sft, task=args.task)
+    prompts = data["validation"]["prompt"][:args.prompts]
+    start = time.time()
+    samples, _ = sample_rewards(model, tokenizer, prompts, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
+    result = {"task": args.task, "model": args.model, "prompts": len(prompts), "k": args.k,
+              "sample_seconds": round(time.time() - start, 1), "reward_fit": reward_stats,
+              "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())}
+    states = prompt_states(model, encode_prompts(tokenizer, prompts, model_cfg.max_prompt_tokens), tokenizer.pad_token_id)
+    value_cfg = ValueConfig(samples_per_prompt=args.k)
+    for k in sorted({4, args.k}):
+        targets = samples[:, :k].mean(axis=1)
+        start = time.time()
+        r2, _ = cross_validated_r2(states, targets, reward.max_total, value_cfg)
+        ceiling = noise_ceiling(samples[:, :k])
+        result[f"k{k}"] = {"cv_r2": round(r2, 4), "ceiling_r2": round(ceiling["ceiling_r2"], 4),
+                           "between_share": round(ceiling["between_share"], 4),
+                           "share_of_ceiling": round(r2 / ceiling["ceiling_r2"], 3) if ceiling["ceiling_r2"] > 0 else None,
+                           "fit_seconds": round(time.time() - start, 1)}
+        print(json.dumps({f"k{k}": result[f"k{k}"]}))
+    head, _ = fit_value_head(states, samples.mean(axis=1), reward.max_total, value_cfg, heldout=[])
+    pool = task.offline_pool
+    train = pool.select(range(min(args.offline, len(pool))))
+    encoded = encode_split(tokenizer, train, model_cfg)
+    start = time.time()
+    passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
+    result["reference_pass_seconds"] = round(time.time() - start, 1)
+    rewards = task.offline_rewards(train)
+    summary = advantage_summary(rewards["total"], passed["value"])
+    result["advantage"] = {k: round(v, 4) for k, v in summary.items() if k != "advantage"}
+    if "is_noisy" in train.column_names:  # tiny-hh: does A <= 0 find the label-noise pairs?
+        noisy = np.array(train["is_noisy"], bool)
+        negative = summary["advantage"] <= 0
+        result["advantage"]["negative_share_noisy_pairs"] = round(float(negative[noisy].mean()), 4)
+        result["advantage"]["negative_share_clean_pairs"] = round(float(negative[~noisy].mean()), 4)
+        family = np.array(train["family"])
+        result["value_by_family"] = {f: round(float(passed["value"][family == f].mean()), 4) for f in set(family)}
+    result["offline_reward_mean"] = {k: round(float(v.mean()), 4) for k, v in rewards.items()}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
