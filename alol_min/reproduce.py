@@ -88,6 +88,8 @@ class ReproduceConfig:
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, value)
+        if cfg.task == "tiny-hh" and name != "smoke":
+            cfg.sft = SFTConfig(steps=500, eval_every=100)  # short, templated replies: learnt in ~2 min
         return cfg
 
 

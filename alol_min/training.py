@@ -26,13 +26,13 @@ from .batching import EncodedPairs, collate, length_buckets, response_logprobs
 class SFTConfig:
     """Optimisation of pi_ref by NLL."""
 
-    steps: int = 900
-    """Optimiser steps."""
+    steps: int = 1150
+    """Optimiser steps (tiny on chitchat: about 275 s on 2 cores)."""
     batch_size: int = 64
     """Pairs per step."""
-    lr: float = 2e-3
+    lr: float = 2.5e-3
     """Peak learning rate (AdamW)."""
-    warmup_steps: int = 60
+    warmup_steps: int = 100
     """Linear warm-up steps."""
     min_lr_ratio: float = 0.1
     """Cosine decay ends at lr * min_lr_ratio."""
@@ -40,7 +40,7 @@ class SFTConfig:
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Max gradient norm."""
-    eval_every: int = 150
+    eval_every: int = 575
     """Validation reply perplexity every this many steps."""
     eval_pairs: int = 1000
     """Validation pairs used for the periodic perplexity (the final one uses them too)."""

@@ -47,7 +47,7 @@ def main():
     from alol_min.reproduce import ReproduceConfig
     from alol_min.tasks import load_task
 
-    cfg = ReproduceConfig(task=args.task, model=args.model)
+    cfg = ReproduceConfig.mode("default", task=args.task, model=args.model)
     task = load_task(args.task)
     data, reward, reward_stats = task.data, task.train_reward, task.reward_stats
     model_cfg = ModelConfig.preset(args.model)

@@ -66,3 +66,13 @@ def test_second_run_reuses_cache_and_resumes(smoke_run):
     assert out.count("test total") == 1  # only the unfinished run is trained again
     again = json.loads((run_dir / "test.json").read_text())
     assert again == before  # same seed, same numbers
+
+
+def test_smoke_reproduce_on_tiny_hh(tmp_path):
+    out = _run(["reproduce", "--task", "tiny-hh", "--smoke", "--methods", "nll,a_lol,dpo", "--no-progress"], tmp_path)
+    with open(tmp_path / "results" / "tiny-hh" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == ["pi_ref", "nll", "a_lol", "dpo"]
+    # test scores come from the judge, with the training reward model's score beside them
+    assert {"helpful", "harmless", "coherent", "train_rm", "total"} <= set(rows[0])
+    assert "leftover fraction" in out
