@@ -27,3 +27,10 @@ def test_environment_matches_pyproject():
 def test_torch_is_pinned():
     text = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in text
+
+
+def test_public_api_names_resolve():
+    import alol_min
+
+    assert alol_min.load_hh_rlhf.__module__ == "alol_min.hh"
+    assert callable(alol_min.method_loss) and "a_lol" in alol_min.METHODS
