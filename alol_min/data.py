@@ -17,9 +17,8 @@ Splits are made by conversation, deterministically from `seed`: no conversation 
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from datasets import Dataset, DatasetDict
@@ -175,13 +174,3 @@ def load_chitchat(config: ChitchatConfig | None = None, *, path: str | None = No
     if verbose:
         print(f"chitchat: {report}")
     return DatasetDict(splits), report
-
-
-def config_dict(config) -> dict:
-    """A JSON-ready dict of a config dataclass (for cache keys and config.json)."""
-    out = asdict(config)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-
-def rating_is_known(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))

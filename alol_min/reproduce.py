@@ -105,15 +105,13 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
               "reward": task.reward_stats, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
               "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
 
-    def encode_both():
-        return (encode_split(tokenizer, train, model_cfg),
-                encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg))
+    encoded = encode_split(tokenizer, train, model_cfg)
+    rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
 
     def build(folder: Path) -> None:
         head, report = fit_value_estimate(model, tokenizer, value_prompts, task.train_reward, cfg.value, cfg.decode,
                                           model_cfg.max_prompt_tokens)
         torch.save(head.state_dict(), folder / "value_head.pt")
-        encoded, rejected = encode_both()
         passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
         passed_rej = reference_pass(model, rejected, tokenizer.pad_token_id)
         scores = task.offline_rewards(train)
@@ -132,7 +130,6 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     folder = load_or_build(f"offline-{cfg.task}", inputs, build)
     arrays = dict(np.load(folder / "offline.npz"))
     ref = torch.load(folder / "ref_logp.pt", weights_only=True)
-    encoded, rejected = encode_both()
     offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"], rejected,
                           arrays["reward_rejected"], ref["ref_logp_rejected"])
     return offline, json.loads((folder / "report.json").read_text()), arrays, train

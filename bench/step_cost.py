@@ -9,6 +9,7 @@ times, on the same batches, interleaved (median of N steps each):
 Run: python bench/step_cost.py [--steps 30]
 """
 import argparse
+import copy
 import statistics
 import time
 
@@ -33,7 +34,6 @@ def main():
     cfg = ModelConfig.preset("tiny")
     model, tok = make_policy(cfg, list(data["train"]["prompt"]) + list(data["train"]["response"]))
     enc = encode_split(tok, data["train"], cfg)
-    import copy
     ref_model = copy.deepcopy(model).eval()
     cached = reference_pass(ref_model, enc, tok.pad_token_id)["ref_logp"]
     rng = np.random.default_rng(0)
@@ -46,9 +46,8 @@ def main():
         start = time.perf_counter()
         if kind == "a_lol online":
             batch = collate(enc, idx, tok.pad_token_id)
-            with torch.no_grad():
-                fresh, _ = response_logprobs(ref_model, batch)
-            offline.ref_logp_online = fresh  # the work is what is timed; the cached values are used below
+            with torch.no_grad():  # the paper's extra pi_ref forward; its result equals the cache
+                response_logprobs(ref_model, batch)
         loss, _ = batch_loss(model, "nll" if kind == "nll" else "a_lol", offline, idx, opt_cfg, tok.pad_token_id)
         optimizer.zero_grad()
         loss.backward()
