@@ -44,8 +44,9 @@ PAPER_SYSTEM_LINE = ("A chat between a curious human and an artificial intellige
                      "The assistant gives helpful, detailed, and polite answers to the user's questions.\n")
 
 
-class HubUnavailableError(RuntimeError):
-    """A hub dataset was named but the hub cannot be reached (or is switched off)."""
+class HubUnavailableError(ConnectionError):
+    """A hub dataset or model was named but the hub is switched off or cannot be reached (and, for a
+    model, it is not in the local Hugging Face cache either). A ConnectionError, hence an OSError."""
 
 
 @dataclass
@@ -221,17 +222,43 @@ def _local_files(source: Path, split: str, subsets) -> list[tuple[Path, str]]:
     return files
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set (1, true, yes, on): never try the hub."""
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+_offline = hub_offline  # the old private name
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub (HF_ENDPOINT, default huggingface.co:443) open within `timeout` s?
+
+    Asked before any download so that a machine without network fails in seconds, not after the hub
+    client's retries (about 50 s per file).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_rows(source: str, split: str, subsets, max_rows):
-    if _offline():
+    if hub_offline():
         raise HubUnavailableError(
             f"{source!r} is not a local file or folder, and HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, "
             "so the hub is not tried. Download the files (e.g. harmless-base/train.jsonl.gz) and pass "
             "their folder, or unset HF_HUB_OFFLINE and HF_DATASETS_OFFLINE on a machine with the hub.")
+    if not hub_reachable():
+        raise HubUnavailableError(
+            f"{source!r} is not a local file or folder, and the hub cannot be reached from this machine. "
+            "Download the files (e.g. harmless-base/train.jsonl.gz) elsewhere and pass their folder.")
     import datasets
 
     for subset in subsets or [None]:

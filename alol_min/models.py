@@ -13,7 +13,6 @@ so the end-of-text token is also the separator and the pad token.
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,20 +121,55 @@ def load_smollm2(dtype=torch.float32):
     return model, tokenizer
 
 
+def _looks_like_path(name: str) -> bool:
+    """A hub name is "model" or "org/model"; anything else with a slash or a leading . / ~ is a path."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1
+
+
+def from_hub_or_folder(load, name_or_path: str, **kwargs):
+    """`load(name_or_path, **kwargs)` (any `from_pretrained`), failing fast and clearly without the hub.
+
+    name_or_path is a local folder (saved with save_pretrained) or a hub name ("org/model").
+    A hub name is read from the local Hugging Face cache only (local_files_only=True) when the hub
+    is switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) or unreachable (a 3 s connection test,
+    `hh.hub_reachable`); if it is not cached, HubUnavailableError (an OSError) says what to do,
+    within seconds instead of after the hub client's retries. A path that does not exist raises
+    FileNotFoundError.
+    """
+    from .hh import HubUnavailableError, hub_offline, hub_reachable
+
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load(str(path), **kwargs)
+    if path.exists():
+        raise ValueError(f"{name}: is a file; pass the folder it was saved in (save_pretrained)")
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"{name}: no such folder")
+    why = ("HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set" if hub_offline()
+           else None if hub_reachable() else "the hub cannot be reached from this machine")
+    if why is None:
+        return load(name, **kwargs)
+    try:
+        return load(name, local_files_only=True, **kwargs)
+    except OSError as error:
+        raise HubUnavailableError(
+            f"{name!r} is not a local folder, {why}, and it is not in the local Hugging Face cache. "
+            "Download it on a machine with the hub (huggingface-cli download NAME --local-dir FOLDER) and "
+            "pass the folder, or use a preset that builds from config.") from error
+
+
 def load_pretrained(name_or_path: str, dtype=torch.float32):
     """Pretrained weights and tokenizer: a local folder, 'smollm2-135m', or a hub name.
 
-    Hub names need network access (set HF_HUB_OFFLINE=0); safetensors only, no remote code.
+    Hub names need network access or the local Hugging Face cache (see `from_hub_or_folder`:
+    without either, a clear HubUnavailableError comes in seconds); safetensors only, no remote code.
     """
     if name_or_path == "smollm2-135m":
         return load_smollm2(dtype)
-    if not os.path.isdir(name_or_path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise FileNotFoundError(
-            f"{name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1: download it on a machine "
-            "with the hub (or unset HF_HUB_OFFLINE), or use a preset that builds from config")
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
-                                                 trust_remote_code=False)
+    tokenizer = from_hub_or_folder(AutoTokenizer.from_pretrained, name_or_path, trust_remote_code=False)
+    model = from_hub_or_folder(AutoModelForCausalLM.from_pretrained, name_or_path, dtype=dtype,
+                               use_safetensors=True, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -566,26 +566,44 @@ class SequenceClassifierReward(Reward):
     """Any `AutoModelForSequenceClassification` as a reward component in [0, 1].
 
         R(x, y) = sigmoid(logit)                  if the model has one label,
-                  softmax(logits)[label_index]    otherwise.
+                  softmax(logits)[label_index]    otherwise,
 
-    The model reads `formatter(x, y)` (default: x + eos (or sep) token + y, as DialogRPT),
-    truncated from the left to `max_length` tokens so the reply and the end of the prompt are kept.
-    Pass a name or folder to load with `trust_remote_code=False`, or a model and its tokenizer.
-    The tokenizer gets a pad token (its eos) if it has none.
+    the logit being read at the last token of the input. The model reads `formatter(x, y)`:
+      default   x + eos (or sep) token + y, as DialogRPT;
+      "oasst"   the OpenAssistant reward models' format (`hh.oasst_format`, spec 6.1), x an HH
+                prompt: <|prompter|>q1<eos><|assistant|>a1<eos>...<|assistant|>y<eos>; the tokenizer
+                must know <|prompter|> and <|assistant|> as single tokens (checked);
+      a callable (prompt, response) -> str.
+    Inputs are truncated from the left to `max_length` tokens (the spec's RM input keeps the last
+    1024), so the reply and the end of the prompt are kept. Pass a local folder or hub name (loaded
+    with `models.from_hub_or_folder`, no remote code), or a model and its tokenizer. The tokenizer
+    gets a pad token (its eos) if it has none.
+
+    Implementation details:
+    1. HF's classifiers read the logit at the rightmost token that is not `config.pad_token_id`.
+       The "oasst" input ends with eos, and the pad token is often eos too, so HF would read the
+       token *before* the final eos. Each batch is therefore padded (on the right) with an id that
+       occurs in none of its real tokens, and that id is the model's pad id during the call; the
+       attention mask hides pad positions, so the id only decides where the logit is read.
+    2. Right padding of a causal model leaves the real tokens' states unchanged, so a score does not
+       depend on the batch it is computed in.
     """
 
     def __init__(self, model_or_name_or_path, tokenizer=None, *, name: str = "classifier", batch_size: int = 16,
                  max_length: int = 512, device=None, label_index: int | None = None,
-                 formatter: Callable[[str, str], str] | None = None):
+                 formatter: Callable[[str, str], str] | str | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from .models import from_hub_or_folder
 
         self.components = (name,)
         super().__init__()
         if isinstance(model_or_name_or_path, (str, os.PathLike)):
             source = str(model_or_name_or_path)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-            model = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=False)
+            tokenizer = tokenizer or from_hub_or_folder(AutoTokenizer.from_pretrained, source, trust_remote_code=False)
+            model = from_hub_or_folder(AutoModelForSequenceClassification.from_pretrained, source,
+                                       trust_remote_code=False)
         else:
             model = model_or_name_or_path
             if tokenizer is None:
@@ -606,28 +624,63 @@ class SequenceClassifierReward(Reward):
         self.model = model.to(device).eval()
         self.tokenizer, self.device = tokenizer, device
         self.batch_size, self.max_length, self.label_index = batch_size, max_length, label_index
+        self.formatter = self._formatter(formatter, tokenizer)
+
+    @staticmethod
+    def _formatter(formatter, tokenizer) -> Callable[[str, str], str]:
+        if callable(formatter):
+            return formatter
+        if formatter == "oasst":
+            from .hh import oasst_format
+
+            for tag in ("<|prompter|>", "<|assistant|>"):
+                ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
+                if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                    raise ValueError(f"formatter 'oasst': the tokenizer splits {tag} into {len(ids)} tokens; "
+                                     "use the reward model's own tokenizer (it has the tag as one token)")
+            eos = tokenizer.eos_token
+            return lambda prompt, response: oasst_format(prompt, response, eos)
+        if formatter is not None:
+            raise ValueError(f"formatter must be a callable, 'oasst' or None, got {formatter!r}")
         separator = tokenizer.eos_token or tokenizer.sep_token or " "
-        self.formatter = formatter or (lambda prompt, response: prompt + separator + response)
+        return lambda prompt, response: prompt + separator + response
+
+    def _encode(self, texts: list[str]):
+        """Right-padded, left-truncated batch, padded with an id none of its real tokens uses."""
+        sides = (self.tokenizer.truncation_side, self.tokenizer.padding_side)
+        self.tokenizer.truncation_side, self.tokenizer.padding_side = "left", "right"
+        try:
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt")
+        finally:
+            self.tokenizer.truncation_side, self.tokenizer.padding_side = sides
+        real = set(batch["input_ids"][batch["attention_mask"].bool()].tolist())
+        pad = self.tokenizer.pad_token_id
+        if pad in real:
+            vocab = self.model.get_input_embeddings().num_embeddings
+            pad = next((i for i in range(vocab) if i not in real), None)
+            if pad is None:
+                raise ValueError(f"this batch uses every one of the {vocab} token ids: use a smaller batch_size")
+        batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, pad)
+        return batch, pad
 
     def score(self, prompts: list[str], responses: list[str]) -> dict[str, np.ndarray]:
         import torch
 
         texts = [self.formatter(p, r) for p, r in zip(prompts, responses)]
-        sides = (self.tokenizer.truncation_side, self.tokenizer.padding_side)
-        self.tokenizer.truncation_side, self.tokenizer.padding_side = "left", "right"
+        config_pad = self.model.config.pad_token_id
         out = []
         try:
             with torch.no_grad():
                 for start in range(0, len(texts), self.batch_size):
-                    batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                           max_length=self.max_length, return_tensors="pt").to(self.device)
-                    logits = self.model(**batch).logits.float()
+                    batch, self.model.config.pad_token_id = self._encode(texts[start:start + self.batch_size])
+                    logits = self.model(**batch.to(self.device)).logits.float()
                     if self.label_index is None:
                         out.append(torch.sigmoid(logits[:, 0]))
                     else:
                         out.append(torch.softmax(logits, dim=-1)[:, self.label_index])
         finally:
-            self.tokenizer.truncation_side, self.tokenizer.padding_side = sides
+            self.model.config.pad_token_id = config_pad
         values = torch.cat(out).cpu().numpy() if out else np.zeros(0)
         return {self.components[0]: values}
 

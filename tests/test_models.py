@@ -66,3 +66,44 @@ def test_response_mask_covers_exactly_the_response(micro_policy):
     # cached per-example log-probs land back on the same grid
     per_example = [logp[b][mask[b].bool()] for b in range(2)]
     assert torch.equal(scatter_ref_logprobs(per_example, mask), logp)
+
+
+# load_pretrained: a local folder, 'smollm2-135m' (tests/test_smollm2.py), or a hub name
+
+def test_load_pretrained_reads_a_local_folder(micro_policy, tmp_path):
+    from alol_min.models import load_pretrained
+
+    model, tokenizer, _ = micro_policy
+    save_policy(model, tokenizer, tmp_path / "policy")
+    loaded, loaded_tokenizer = load_pretrained(str(tmp_path / "policy"))
+    x = torch.randint(0, len(tokenizer), (2, 9))
+    model.eval()
+    assert torch.equal(model(input_ids=x).logits, loaded(input_ids=x).logits)
+    assert loaded_tokenizer.pad_token == tokenizer.pad_token
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_pretrained(str(tmp_path / "not" / "there"))
+    with pytest.raises(ValueError, match="is a file"):
+        load_pretrained(str(tmp_path / "policy" / "config.json"))
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_load_pretrained_hub_name_without_the_hub_fails_fast_and_clearly(monkeypatch, offline):
+    import time
+
+    from alol_min.hh import HubUnavailableError
+    from alol_min.models import load_pretrained
+
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        reason = "HF_HUB_OFFLINE"
+    else:  # hub allowed, but unreachable: port 9 on localhost refuses at once
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        reason = "cannot be reached"
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match=reason) as error:
+        load_pretrained("nobody/no-such-model-for-tests")
+    assert time.perf_counter() - start < 10
+    assert "not in the local Hugging Face cache" in str(error.value)
+    assert isinstance(error.value, OSError)  # make_policy's gpt2 fallback catches it
