@@ -6,9 +6,16 @@ method's per-example loss. pi_ref's log-probs come from the cache built by
 `pipeline.reference_pass`, so no method runs pi_ref during training: A-LoL's step costs what an
 NLL step costs. Periodic validation decodes the validation prompts, scores them, and keeps the
 best checkpoint by validation reward (the paper's model selection).
+
+Scaling: `grad_accum`, `bf16`, `grad_checkpointing` and several processes (`accelerate launch`)
+work as in `training` (see its docstring): a step's global batch of batch_size x grad_accum x
+processes indices is drawn once, by a sampler seeded alike on every process, so every process holds
+the same global index list; each keeps `rank_slice(batch, rank, processes)` and splits it into
+grad_accum micro-batches. The update is that of the mean per-example loss over the global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -20,9 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .advantage import draw_batch, leftover_fraction, rank_slice, sampling_weights, scaled_step_budget
-from .batching import EncodedPairs, collate, response_logprobs, scatter_ref_logprobs
+from .batching import EncodedPairs, collate, scatter_ref_logprobs
 from .importance import clip_fraction
 from .losses import METHODS, method_loss, pairwise_loss
+from .training import finish_training, make_accelerator, micro_batches, policy_logprobs, prepare_for_training
 
 
 @dataclass
@@ -32,7 +40,7 @@ class OfflineConfig:
     steps: int = 300
     """Nominal optimiser steps (A-LoL variants run int(steps * p), p = leftover fraction, as the paper)."""
     batch_size: int = 32
-    """Examples (or pairs) per step."""
+    """Examples (or pairs) per micro-batch and process (one process, grad_accum 1: per step)."""
     lr: float = 3e-4
     """AdamW learning rate, constant after warm-up."""
     warmup_steps: int = 20
@@ -57,6 +65,12 @@ class OfflineConfig:
     """Validation every this many steps (and at the end)."""
     seed: int = 0
     """Seed of the sampler and of dropout."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step: the global batch is batch_size x grad_accum x processes."""
+    bf16: bool = False
+    """bf16 mixed precision (Accelerate autocast); for GPUs: on a CPU it runs but is usually slower."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
 
 
 @dataclass
@@ -75,26 +89,30 @@ class OfflineData:
 def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfig, pad_id: int, device="cpu"):
     """Mean loss of `method` on the examples at `indices`, and the batch's importance clip fraction."""
     spec = METHODS[method]
+
+    def per_example(values):  # rewards and advantages of the batch, on the model's device
+        return torch.as_tensor(values[indices], dtype=torch.float32, device=device)
+
     batch = {k: v.to(device) for k, v in collate(data.encoded, indices, pad_id).items()}
-    logp, mask = response_logprobs(model, batch)
+    logp, mask = policy_logprobs(model, batch)
     ref = None
     if spec.needs_ref:
         ref = scatter_ref_logprobs([data.ref_logp[i] for i in indices], mask)
     if spec.pairwise:
         rej = {k: v.to(device) for k, v in collate(data.rejected, indices, pad_id).items()}
-        logp_r, mask_r = response_logprobs(model, rej)
+        logp_r, mask_r = policy_logprobs(model, rej)
         ref_r = scatter_ref_logprobs([data.ref_logp_rejected[i] for i in indices], mask_r) if spec.needs_ref else None
         losses = pairwise_loss(
             method, logp_chosen=logp, mask_chosen=mask, logp_rejected=logp_r, mask_rejected=mask_r,
             ref_logp_chosen=ref, ref_logp_rejected=ref_r,
-            reward_chosen=torch.as_tensor(data.reward[indices], dtype=torch.float32),
-            reward_rejected=torch.as_tensor(data.reward_rejected[indices], dtype=torch.float32) if data.reward_rejected is not None else None,
+            reward_chosen=per_example(data.reward),
+            reward_rejected=per_example(data.reward_rejected) if data.reward_rejected is not None else None,
             beta=cfg.dpo_beta, sft_weight=cfg.pro_sft_weight)
         return losses.mean(), None
-    advantage = torch.as_tensor(data.advantage[indices], dtype=torch.float32) if spec.needs_value else None
+    advantage = per_example(data.advantage) if spec.needs_value else None
     clip = 0.0 if method == "a_lol_kl" else cfg.clip
     losses = method_loss(method, logp=logp, mask=mask, ref_logp=ref,
-                         reward=torch.as_tensor(data.reward[indices], dtype=torch.float32),
+                         reward=per_example(data.reward),
                          advantage=advantage, clip=clip, kl_beta=cfg.kl_beta, gold_floor=cfg.gold_floor)
     fraction = None
     if ref is not None and method in ("r_lol", "a_lol", "a_lol_seq", "a_lol_no_clamp"):
@@ -108,25 +126,25 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
 
     `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps and at the end;
     the best model by validation total is returned (pi_ref's own score is the first bar to beat).
+    Under several processes every process validates (the same numbers) and only the main one writes
+    run_dir.
     """
-    from accelerate import Accelerator
-
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[method]
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg)
+    world = accelerator.num_processes
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the same stream on every process
     weights = sampling_weights(spec.sampler, reward=data.reward, advantage=data.advantage,
                                num_examples=len(data.encoded))
     steps = cfg.steps
     if spec.sampler == "advantage" and cfg.scale_steps_by_leftover:
         steps = scaled_step_budget(cfg.steps, leftover_fraction(data.advantage))
-    model = copy.deepcopy(ref_model)
-    model.train()
+    global_size = cfg.batch_size * cfg.grad_accum * world
+    model = prepare_for_training(copy.deepcopy(ref_model), cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    rank, world = accelerator.process_index, accelerator.num_processes
     log, seen = [], set()
     best_score, best_state = -float("inf"), None
     if validate is not None:
@@ -134,30 +152,28 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
         best_score, best_state = scores["total"], copy.deepcopy(accelerator.unwrap_model(model).state_dict())
         log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
     log_file = None
-    if run_dir is not None:
+    if run_dir is not None and accelerator.is_main_process:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({"method": method, "steps_run": steps, **asdict(cfg)}, indent=1))
+        (run_dir / "config.json").write_text(json.dumps({"method": method, "steps_run": steps, "processes": world,
+                                                         "global_batch": global_size, **asdict(cfg)}, indent=1))
         log_file = open(run_dir / "log.jsonl", "w")
         for row in log:
             log_file.write(json.dumps(row) + "\n")
     start = time.time()
-    bar = tqdm(range(steps), desc=spec.label, disable=not progress, mininterval=1.0)
+    bar = tqdm(range(steps), desc=spec.label, disable=not progress or not accelerator.is_main_process,
+               mininterval=1.0)
     for step in bar:
-        global_batch = draw_batch(weights, cfg.batch_size, generator)
+        global_batch = draw_batch(weights, global_size, generator)
         seen.update(global_batch.tolist())
-        indices = rank_slice(global_batch, rank, world).tolist()
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        loss, fraction = batch_loss(model, method, data, indices, cfg, pad_id, accelerator.device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{method}: loss is {float(loss)} at step {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        row = {"step": step + 1, "loss": round(float(loss.detach()), 5), "lr": optimizer.param_groups[0]["lr"],
-               "examples_seen": (step + 1) * cfg.batch_size, "unique_examples_seen": len(seen),
+        model.train()  # validation decodes in eval mode
+        loss, fraction = _optimizer_step(model, optimizer, accelerator, method, data, cfg, pad_id, global_batch)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"{method}: loss is {loss} at step {step + 1}")
+        row = {"step": step + 1, "loss": round(loss, 5), "lr": optimizer.param_groups[0]["lr"],
+               "examples_seen": (step + 1) * global_size, "unique_examples_seen": len(seen),
                "seconds": round(time.time() - start, 2)}
         if fraction is not None:
             row["clip_fraction"] = round(fraction, 4)
@@ -177,5 +193,29 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
     model = accelerator.unwrap_model(model)
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    finish_training(model, cfg)
     return model, log
+
+
+def _optimizer_step(model, optimizer, accelerator, method, data, cfg, pad_id, global_batch):
+    """One update on `global_batch`: this process's grad_accum micro-batches, gradients summed, then
+    clipped and applied. Each micro-batch's mean loss is weighted len(micro) x processes / G, so the
+    update is that of the global batch's mean loss. Returns (that mean loss, mean clip fraction),
+    averaged over processes."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    micro = micro_batches(rank_slice(global_batch, rank, world).tolist(), 0, 1, cfg.grad_accum)
+    optimizer.zero_grad(set_to_none=True)
+    sums = torch.zeros(3, device=accelerator.device)  # weighted loss, clip fraction sum, micro-batches with one
+    for k, indices in enumerate(micro):
+        sync = contextlib.nullcontext() if k == len(micro) - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                mean_loss, fraction = batch_loss(model, method, data, indices, cfg, pad_id, accelerator.device)
+                loss = mean_loss * len(indices) * world / len(global_batch)
+            accelerator.backward(loss)
+        sums += torch.tensor([loss.item(), fraction or 0.0, fraction is not None], device=accelerator.device)
+    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    sums = accelerator.reduce(sums, "sum")
+    fraction = float(sums[1] / sums[2]) if sums[2] > 0 else None
+    return float(sums[0]) / world, fraction

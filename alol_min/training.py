@@ -7,9 +7,24 @@
 for the token-averaged loss with the same settings. Runs on HF
 Accelerate, so the same loop uses a CPU, a GPU, or several GPUs under `accelerate launch`.
 Logs are JSON lines (`log.jsonl`) next to the run's `config.json`.
+
+Scaling (shared with `offline.train_offline`):
+- One optimiser step sees a *global batch* of G = batch_size x grad_accum x processes examples.
+  Every process draws the same global batch (same seed), keeps its share `batch[rank::processes]`
+  and splits it into grad_accum micro-batches (`micro_batches`).
+- Normalisation: each micro-batch's loss is sum_{i in micro} loss_i x processes / G. Gradients add
+  up over micro-steps and DDP averages them over processes, so the update is that of
+  mean_{i in global batch} loss_i, whatever the split: (batch 8, accum 1) and (batch 4, accum 2)
+  give the same step up to float rounding. (The paper's HHA trainer sums over its 4 micro-steps
+  instead (spec 8.4); with a mean the learning rate does not depend on grad_accum.)
+- bf16: Accelerate's autocast (`mixed_precision="bf16"`); weights and optimiser stay in fp32.
+  Meant for GPUs; on a CPU it runs, but is usually slower than fp32 (no bf16 matrix units).
+- grad_checkpointing: `model.gradient_checkpointing_enable()`: activations are recomputed in the
+  backward pass (about 30% more compute, much less memory); the loss is unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -19,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .batching import EncodedPairs, collate, length_buckets, response_logprobs
+from .batching import EncodedPairs, collate, length_buckets, response_logprobs, token_logprobs
 
 
 @dataclass
@@ -29,7 +44,7 @@ class SFTConfig:
     steps: int = 1150
     """Optimiser steps (tiny on chitchat: about 275 s on 2 cores)."""
     batch_size: int = 64
-    """Pairs per step."""
+    """Pairs per micro-batch and process (one process, grad_accum 1: pairs per step)."""
     lr: float = 2.5e-3
     """Peak learning rate (AdamW)."""
     warmup_steps: int = 100
@@ -46,6 +61,12 @@ class SFTConfig:
     """Validation pairs used for the periodic perplexity (the final one uses them too)."""
     seed: int = 0
     """Seed of initialisation and batch order."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step: the global batch is batch_size x grad_accum x processes."""
+    bf16: bool = False
+    """bf16 mixed precision (Accelerate autocast); for GPUs: on a CPU it runs but is usually slower."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
 
 
 def lr_at(step: int, cfg) -> float:
@@ -74,52 +95,135 @@ def reply_perplexity(model, encoded: EncodedPairs, pad_id: int, batch_size: int 
     return math.exp(total / count)
 
 
-def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTConfig, pad_id: int,
-              run_dir: Path | None = None, progress: bool = True) -> list[dict]:
-    """Train `model` in place by NLL on `encoded`; returns the log rows (also written to run_dir)."""
+def make_accelerator(cfg):
+    """An Accelerator for `cfg` (CPU when there is no GPU; bf16 autocast when cfg.bf16)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    from accelerate.state import AcceleratorState
+
+    if cfg.grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
+    precision = "bf16" if cfg.bf16 else "no"
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", precision)) != precision:
+        # Accelerate keeps one precision per process; a notebook or test may train fp32 after bf16.
+        # This resets the precision only: the process group (PartialState) stays as it is.
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+
+
+def prepare_for_training(model, cfg):
+    """Turn on gradient checkpointing if asked (non-reentrant: works under DDP and with frozen inputs)."""
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model
+
+
+def micro_batches(global_batch, rank: int, world: int, grad_accum: int) -> list[list[int]]:
+    """This process's grad_accum micro-batches of a global batch: batch[rank::world], split in order.
+
+    Every process must run the same number of micro-steps (DDP synchronises on the last one), so
+    a global batch needs at least world x grad_accum examples.
+    """
+    batch = list(global_batch)
+    if len(batch) < world * grad_accum:
+        raise ValueError(f"a global batch of {len(batch)} cannot feed {world} processes x {grad_accum} micro-steps")
+    share = batch[rank::world]
+    bounds = [round(k * len(share) / grad_accum) for k in range(grad_accum + 1)]
+    return [share[bounds[k]:bounds[k + 1]] for k in range(grad_accum)]
+
+
+def policy_logprobs(model, batch: dict[str, torch.Tensor]):
+    """`batching.response_logprobs`, also for a model wrapped in DistributedDataParallel.
+
+    DDP synchronises gradients only for a forward that goes through its wrapper, so a wrapped model
+    runs its full forward (the output layer at every position) and the response targets are masked
+    after; a bare model skips the output layer at prompt positions. Same numbers either way.
+    """
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return response_logprobs(model, batch)
+    mask = batch["response_mask"]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return token_logprobs(logits, batch["input_ids"]) * mask, mask
+
+
+def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTConfig, pad_id: int,
+              run_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    """Train `model` in place by NLL on `encoded`; returns the log rows (also written to run_dir).
+
+    Each step takes a global batch of batch_size x grad_accum x processes pairs from length buckets
+    and follows the normalisation of the module docstring: the update is that of the global batch's
+    mean summed-token NLL. A last batch of an epoch too small to split is skipped.
+    """
+    accelerator = make_accelerator(cfg)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if len(encoded) < world * cfg.grad_accum:
+        raise ValueError(f"{len(encoded)} training pairs cannot feed {world} processes x {cfg.grad_accum} micro-steps")
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
+    model, optimizer = accelerator.prepare(prepare_for_training(model, cfg), optimizer)
+    global_size = cfg.batch_size * cfg.grad_accum * world
     lengths = [len(ids) for ids in encoded.input_ids]
     batches: list[list[int]] = []
     log: list[dict] = []
-    if run_dir is not None:
+    log_file = None
+    if run_dir is not None and accelerator.is_main_process:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        (run_dir / "config.json").write_text(json.dumps({**asdict(cfg), "processes": world}, indent=1))
         log_file = open(run_dir / "log.jsonl", "w")
     start_time = time.time()
-    bar = tqdm(range(cfg.steps), desc="pi_ref (NLL)", disable=not progress, mininterval=1.0)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    bar = tqdm(range(cfg.steps), desc="pi_ref (NLL)", disable=not progress or not accelerator.is_main_process,
+               mininterval=1.0)
+    examples_seen = 0
     for step in bar:
-        if not batches:
-            batches = length_buckets(lengths, cfg.batch_size, generator)
-        indices = batches.pop()[rank::world]
-        batch = {k: v.to(accelerator.device) for k, v in collate(encoded, indices, pad_id).items()}
+        global_batch = []
+        while len(global_batch) < world * cfg.grad_accum:  # skips an epoch's too-small last batch
+            if not batches:
+                batches = length_buckets(lengths, global_size, generator)
+            global_batch = batches.pop()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        logp, mask = response_logprobs(model, batch)
-        loss = -logp.sum() / len(indices)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        sums = torch.zeros(3, device=accelerator.device)  # loss, summed NLL, response tokens (this process)
+        micro = micro_batches(global_batch, rank, world, cfg.grad_accum)
+        for k, indices in enumerate(micro):
+            batch = {key: v.to(accelerator.device) for key, v in collate(encoded, indices, pad_id).items()}
+            with _sync_on_last(accelerator, model, k == len(micro) - 1):
+                with accelerator.autocast():
+                    logp, mask = policy_logprobs(model, batch)
+                    loss = -logp.sum() * world / len(global_batch)
+                accelerator.backward(loss)
+            sums += torch.stack([loss.detach(), -logp.detach().sum(), mask.sum()]).float()
         accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        token_nll = float(-logp.detach().sum() / mask.sum())
-        row = {"step": step + 1, "loss": round(float(loss.detach()), 4), "token_nll": round(token_nll, 4),
-               "lr": lr_at(step, cfg), "examples_seen": (step + 1) * cfg.batch_size,
-               "seconds": round(time.time() - start_time, 1)}
+        sums = accelerator.reduce(sums, "sum")
+        examples_seen += len(global_batch)
+        row = {"step": step + 1, "loss": round(float(sums[0]) / world, 4),
+               "token_nll": round(float(sums[1] / sums[2]), 4), "lr": lr_at(step, cfg),
+               "examples_seen": examples_seen, "seconds": round(time.time() - start_time, 1)}
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_reply_ppl"] = round(reply_perplexity(model, val_encoded, pad_id, limit=cfg.eval_pairs), 2)
+            row["val_reply_ppl"] = round(reply_perplexity(accelerator.unwrap_model(model), val_encoded, pad_id,
+                                                          limit=cfg.eval_pairs), 2)
             bar.set_postfix(val_ppl=row["val_reply_ppl"])
         log.append(row)
-        if run_dir is not None:
+        if log_file is not None:
             log_file.write(json.dumps(row) + "\n")
-    if run_dir is not None:
+    if log_file is not None:
         log_file.close()
-    accelerator.unwrap_model(model).eval()
+    finish_training(accelerator.unwrap_model(model), cfg)
     return log
+
+
+def _sync_on_last(accelerator, model, last: bool):
+    """DDP all-reduces gradients in every backward; skip that on all but the last micro-step."""
+    return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def finish_training(model, cfg) -> None:
+    """Undo `prepare_for_training` (checkpointing off) and switch to eval mode."""
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_disable()
+    model.eval()

@@ -89,3 +89,21 @@ def test_advantage_methods_only_draw_leftovers(offline_setup):
     bad = OfflineData(data.encoded, data.reward, -np.abs(data.advantage) - 1e-3, data.ref_logp)
     with pytest.raises(ValueError):
         train_offline(model, "a_lol", bad, cfg, tokenizer.pad_token_id, progress=False)
+
+
+@pytest.mark.parametrize("method", ["nll", "a_lol", "dpo"])
+def test_grad_accum_gives_the_update_of_one_big_batch(offline_setup, method, monkeypatch):
+    # SGD: update = -lr x gradient (Adam's first step, ~lr x sign(g), would amplify rounding noise)
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    model, tokenizer, data, _, _ = offline_setup
+    runs = {}
+    for batch_size, grad_accum in [(8, 1), (4, 2)]:
+        cfg = OfflineConfig(steps=1, batch_size=batch_size, grad_accum=grad_accum, lr=0.5, warmup_steps=1,
+                            scale_steps_by_leftover=False)
+        runs[grad_accum] = train_offline(model, method, data, cfg, tokenizer.pad_token_id, progress=False)
+    (big, big_log), (accum, accum_log) = runs[1], runs[2]
+    assert big_log[0]["examples_seen"] == accum_log[0]["examples_seen"] == 8
+    assert accum_log[0]["loss"] == pytest.approx(big_log[0]["loss"], rel=1e-5)
+    for name, before in model.state_dict().items():
+        torch.testing.assert_close(accum.state_dict()[name] - before, big.state_dict()[name] - before,
+                                   rtol=1e-4, atol=1e-6)
