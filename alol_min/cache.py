@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -76,10 +77,10 @@ def load_or_build(kind: str, inputs: dict, build, *, root: Path | None = None, v
     reason = verify(folder, key) if folder.exists() else "not cached"
     if reason is None:
         if verbose:
-            print(f"[cache] reusing {kind} {key}")
+            print(f"[cache] reusing {kind} {key}", file=sys.stderr)  # stderr: stdout stays the same warm or cold
         return folder
     if verbose:
-        print(f"[cache] building {kind} {key} ({reason})")
+        print(f"[cache] building {kind} {key} ({reason})", file=sys.stderr)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
     try:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .advantage import compute_advantage, leftover_fraction
 from .batching import EncodedPairs, collate, encode_prompts, token_logprobs
 from .generation import DecodeConfig, generate_responses
-from .values import ValueConfig, fit_value_head, noise_ceiling, predict_values, prompt_states
+from .values import ValueConfig, fit_value, layer_states, noise_ceiling, prompt_states
 
 
 def sample_rewards(model, tokenizer, prompts, reward, k: int, decode: DecodeConfig, max_prompt_tokens: int,
@@ -42,7 +42,7 @@ def fit_value_estimate(model, tokenizer, prompts, reward, value_cfg: ValueConfig
                                 max_prompt_tokens, progress)
     sample_seconds = time.time() - start
     states = prompt_states(model, encode_prompts(tokenizer, prompts, max_prompt_tokens), tokenizer.pad_token_id)
-    head, report = fit_value_head(states, samples.mean(axis=1), reward.max_total, value_cfg, progress)
+    head, report = fit_value(states, samples.mean(axis=1), reward.max_total, value_cfg, progress)
     report.update({"sample_seconds": round(sample_seconds, 1), "fit_seconds": round(time.time() - start - sample_seconds, 1),
                    "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())})
     if value_cfg.samples_per_prompt >= 2:
@@ -63,7 +63,7 @@ def reference_pass(model, encoded: EncodedPairs, pad_id: int, head=None, batch_s
 
     Returns `ref_logp` (a list of per-example response-token log-probs) and, with a value head,
     `value` (V_ref(x) from the prompt positions of the same pass: a causal LM's states at the prompt
-    positions do not depend on the response).
+    positions do not depend on the response). `head` is any estimator from `values.fit_value`.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -80,9 +80,8 @@ def reference_pass(model, encoded: EncodedPairs, pad_id: int, head=None, batch_s
         for b, i in enumerate(idx):
             ref_logp[i] = logp[b][mask[b]].clone()
         if head is not None:
-            hidden = out.hidden_states[-1].float().cpu()
-            states = [hidden[b, :encoded.response_start[i]] for b, i in enumerate(idx)]
-            values[idx] = predict_values(head, states)
+            states = [layer_states(out.hidden_states, b, encoded.response_start[i]) for b, i in enumerate(idx)]
+            values[idx] = head.predict(states)
     result = {"ref_logp": ref_logp}
     if head is not None:
         result["value"] = values

@@ -19,6 +19,14 @@ the best possible R^2 against the k-sample mean is the noise ceiling
     ceiling = s_b^2 / (s_b^2 + s_w^2 / k),   s_b^2 = Var_i(mean_j R_ij) - s_w^2 / k,   s_w^2 = mean_i Var_j(R_ij)
 
 (s_b^2: between-prompt variance, s_w^2: within-prompt sampling variance). `noise_ceiling` estimates it.
+R^2 / ceiling = 1 - E[(V(x) - mu(x))^2] / s_b^2: the share of the between-prompt variance V captures.
+
+Two estimators (`ValueConfig.estimator`), both reading only frozen pi_ref's states of the prompt:
+  "ridge" (default)  V(x) = clip(w . phi(x) + b, 0, R_max), phi(x) = [mean_t h^(l)_t for every layer l,
+                     h^(L)_last], w by ridge regression with the penalty chosen by 5-fold CV. Closed
+                     form, deterministic, no padding in sight. It reaches more of the ceiling than the
+                     attention head on both embedded tasks (numbers in README, bench/value_fit.py).
+  "attention"        the paper's head above (with the three fixes).
 """
 from __future__ import annotations
 
@@ -44,8 +52,12 @@ class ValueHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size, 1)
 
+    def predict(self, states: list[torch.Tensor]) -> np.ndarray:
+        """V(x) from `prompt_states` output (the head reads the last layer), in eval mode."""
+        return predict_values(self, [s[-1] for s in states])
+
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """states [B, L, d] (prompt hidden states), mask [B, L] (1 on real tokens) -> V [B]."""
+        """states [B, L, d] (last-layer prompt hidden states), mask [B, L] (1 on real tokens) -> V [B]."""
         states = self.dropout(states.float())
         query = self.query.expand(states.shape[0], -1, -1)
         padding = (mask == 0) if self.mask_padding else None
@@ -55,7 +67,7 @@ class ValueHead(nn.Module):
 
 @torch.no_grad()
 def prompt_states(model, prompt_ids: list[list[int]], pad_id: int, batch_size: int = 64, progress: bool = False):
-    """Last-layer hidden states of each prompt (a list of [L_i, d] tensors) from frozen pi_ref."""
+    """Hidden states of every layer for each prompt (a list of [n_layers + 1, L_i, d]) from frozen pi_ref."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -65,10 +77,20 @@ def prompt_states(model, prompt_ids: list[list[int]], pad_id: int, batch_size: i
     for start in tqdm(range(0, len(order), batch_size), desc="prompt states", disable=not progress):
         idx = order[start:start + batch_size]
         ids, mask = pad_right([prompt_ids[i] for i in idx], pad_id)
-        hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states[-1]
+        hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
         for b, i in enumerate(idx):
-            out[i] = hidden[b, :len(prompt_ids[i])].float().cpu()
+            out[i] = layer_states(hidden, b, len(prompt_ids[i]))
     return out
+
+
+def layer_states(hidden_states, b: int, length: int) -> torch.Tensor:
+    """Row b's first `length` positions of every layer's states: [n_layers + 1, length, d] on the CPU."""
+    return torch.stack([h[b, :length] for h in hidden_states]).float().cpu()
+
+
+def pooled_features(states: list[torch.Tensor]) -> np.ndarray:
+    """phi(x) = [mean_t h^(l)_t for each layer l, h^(L) at the last prompt position]: [N, (n_layers + 2) d]."""
+    return torch.stack([torch.cat([s.mean(dim=1).flatten(), s[-1, -1]]) for s in states]).double().numpy()
 
 
 def pad_right(rows: list, pad_value) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,14 +119,68 @@ def predict_values(head: ValueHead, states: list[torch.Tensor], batch_size: int 
     return torch.cat(values).numpy().astype(np.float64)
 
 
+class RidgeValue(nn.Module):
+    """V(x) = clip(w . z(x) + b, 0, R_max), z = (phi(x) - mean) / scale, w = argmin |y - b - Z w|^2 + alpha |w|^2.
+
+    Solved in closed form: w = Z^T (Z Z^T + alpha I)^-1 (y - b) (the dual form, cheap when there are
+    fewer prompts than features), b = mean(y).
+    """
+
+    def __init__(self, n_features: int, max_value: float):
+        super().__init__()
+        self.max_value = float(max_value)
+        for name in ("mean", "scale", "weight"):
+            self.register_buffer(name, torch.zeros(n_features, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("alpha", torch.zeros((), dtype=torch.float64))
+
+    def fit(self, features: np.ndarray, targets: np.ndarray, alphas=tuple(10.0 ** np.arange(-1, 5.5, 0.5)),
+            folds: int = 5, seed: int = 0) -> "RidgeValue":
+        """Standardise phi, choose alpha by `folds`-fold CV on these prompts, refit on all of them."""
+        mean, scale = features.mean(0), features.std(0) + 1e-6
+        z = (features - mean) / scale
+        order = np.random.default_rng(seed).permutation(len(z))
+        errors = np.zeros(len(alphas))
+        for fold in range(folds):
+            held = order[fold::folds]
+            keep = np.setdiff1d(order, held)
+            for a, alpha in enumerate(alphas):
+                w, b = _ridge(z[keep], targets[keep], alpha)
+                errors[a] += ((z[held] @ w + b - targets[held]) ** 2).sum()
+        alpha = float(alphas[int(errors.argmin())])
+        w, b = _ridge(z, targets, alpha)
+        for name, value in (("mean", mean), ("scale", scale), ("weight", w), ("bias", b), ("alpha", alpha)):
+            getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float64))
+        return self
+
+    def predict(self, states: list[torch.Tensor]) -> np.ndarray:
+        """V(x) for `prompt_states` output."""
+        return self.predict_features(pooled_features(states))
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        z = (features - self.mean.numpy()) / self.scale.numpy()
+        return np.clip(z @ self.weight.numpy() + float(self.bias), 0.0, self.max_value)
+
+
+def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Ridge on centred targets: primal (Z^T Z + aI)^-1 Z^T y or dual Z^T (Z Z^T + aI)^-1 y, whichever is smaller."""
+    b = float(y.mean())
+    n, d = z.shape
+    if d <= n:
+        return np.linalg.solve(z.T @ z + alpha * np.eye(d), z.T @ (y - b)), b
+    return z.T @ np.linalg.solve(z @ z.T + alpha * np.eye(n), y - b), b
+
+
 @dataclass
 class ValueConfig:
     """How V_ref is fit."""
 
+    estimator: str = "ridge"
+    """"ridge" (closed-form ridge on pooled frozen states) or "attention" (the paper's head)."""
     samples_per_prompt: int = 4
     """k: pi_ref samples per validation prompt; the target is their mean reward (k=1: the paper)."""
     epochs: int = 40
-    """Passes over the fitting prompts (the best epoch on an inner validation slice is kept)."""
+    """Attention head only: passes over the fitting prompts (the best epoch on an inner validation slice is kept)."""
     lr: float = 1e-3
     """AdamW learning rate (the paper: 1e-5 for a 7B model's head)."""
     weight_decay: float = 0.01
@@ -142,26 +218,46 @@ def noise_ceiling(samples: np.ndarray) -> dict:
             "ceiling_r2": float(between / (between + within / k)) if between + within > 0 else 0.0}
 
 
-def fit_value_head(states: list[torch.Tensor], targets, max_value: float, cfg: ValueConfig,
-                   progress: bool = False, heldout: list[int] | None = None) -> tuple[ValueHead, dict]:
-    """Fit V on (prompt states, mean reward) by MSE; report held-out R^2.
+def fit_value(states: list[torch.Tensor], targets, max_value: float, cfg: ValueConfig,
+              progress: bool = False, heldout: list[int] | None = None) -> tuple[nn.Module, dict]:
+    """Fit V on (`prompt_states`, mean reward) by MSE; report held-out R^2.
 
-    The prompts are split into fit / select / held-out: the head trains on `fit`, the epoch with the
-    lowest MSE on `select` is kept, and R^2 is measured on `held-out` alone. `heldout` fixes the
-    held-out indices (for cross-validation); by default a seeded `holdout_fraction` is drawn.
+    The prompts are split into held-out / the rest; R^2 is measured on the held-out prompts alone,
+    which are never used for fitting or model selection. `heldout` fixes them (for cross-validation);
+    by default a seeded `holdout_fraction` is drawn. Returns (estimator, report); the estimator has
+    `.predict(states) -> V`.
     """
-    targets = torch.as_tensor(np.asarray(targets, float), dtype=torch.float32)
-    if torch.isnan(targets).any():
-        raise ValueError("value targets contain NaN")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    order = torch.randperm(len(states), generator=generator).tolist()
+    targets = np.asarray(targets, float)
+    if np.isnan(targets).any():
+        raise ValueError(f"value targets contain NaN (at prompt {int(np.isnan(targets).argmax())})")
+    if cfg.estimator not in ("ridge", "attention"):
+        raise ValueError(f"ValueConfig.estimator must be 'ridge' or 'attention', got {cfg.estimator!r}")
+    order = torch.randperm(len(states), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     if heldout is not None:
         held_set = set(heldout)
         order = list(heldout) + [i for i in order if i not in held_set]
     n_hold = len(heldout) if heldout is not None else int(round(cfg.holdout_fraction * len(states)))
-    n_select = max(1, int(round(0.1 * len(states))))
-    held, select, fit = order[:n_hold], order[n_hold:n_hold + n_select], order[n_hold + n_select:]
+    held, rest = order[:n_hold], order[n_hold:]
+    if cfg.estimator == "ridge":
+        features = pooled_features(states)
+        estimator = RidgeValue(features.shape[1], max_value).fit(features[rest], targets[rest], seed=cfg.seed)
+        report = {"estimator": "ridge", "n_fit": len(rest), "n_heldout": len(held), "alpha": float(estimator.alpha)}
+    else:
+        estimator, report = _fit_attention([s[-1] for s in states], targets, max_value, cfg, rest)
+    if held:
+        report["heldout_r2"] = r2_score(estimator.predict([states[i] for i in held]), targets[held])
+        report["heldout_indices"] = held
+    return estimator, report
+
+
+def _fit_attention(states: list[torch.Tensor], targets: np.ndarray, max_value: float, cfg: ValueConfig,
+                   rest: list[int]) -> tuple[ValueHead, dict]:
+    """The paper's head, trained on `rest` minus a 1/8 selection slice; the best epoch on that slice is kept."""
+    targets = torch.as_tensor(targets, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    n_select = max(1, len(rest) // 8)
+    select, fit = rest[:n_select], rest[n_select:]
     head = ValueHead(states[0].shape[-1], max_value, dropout=cfg.dropout)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -185,10 +281,5 @@ def fit_value_head(states: list[torch.Tensor], targets, max_value: float, cfg: V
             best, best_state = select_mse, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     head.eval()
-    report = {"n_fit": len(fit), "n_select": len(select), "n_heldout": len(held),
-              "best_epoch": min(history, key=lambda h: h["select_mse"])["epoch"], "history": history}
-    if held:
-        prediction = predict_values(head, [states[i] for i in held])
-        report["heldout_r2"] = r2_score(prediction, targets[held].numpy())
-        report["heldout_indices"] = held
-    return head, report
+    return head, {"estimator": "attention", "n_fit": len(fit), "n_select": len(select),
+                  "best_epoch": min(history, key=lambda h: h["select_mse"])["epoch"], "history": history}

@@ -20,7 +20,7 @@ from alol_min.generation import DecodeConfig
 from alol_min.models import ModelConfig
 from alol_min.pipeline import advantage_summary, reference_pass, sample_rewards
 from alol_min.reference import encode_split
-from alol_min.values import ValueConfig, fit_value_head, noise_ceiling, predict_values, prompt_states, r2_score
+from alol_min.values import ValueConfig, fit_value, noise_ceiling, prompt_states, r2_score
 
 
 def cross_validated_r2(states, targets, max_value, cfg, folds=5):
@@ -29,8 +29,8 @@ def cross_validated_r2(states, targets, max_value, cfg, folds=5):
     prediction = np.zeros(len(states))
     for fold in range(folds):
         held = order[fold::folds].tolist()
-        head, _ = fit_value_head(states, targets, max_value, cfg, heldout=held)
-        prediction[held] = predict_values(head, [states[i] for i in held])
+        head, _ = fit_value(states, targets, max_value, cfg, heldout=held)
+        prediction[held] = head.predict([states[i] for i in held])
     return r2_score(prediction, targets), prediction
 
 
@@ -70,7 +70,7 @@ def main():
                            "share_of_ceiling": round(r2 / ceiling["ceiling_r2"], 3) if ceiling["ceiling_r2"] > 0 else None,
                            "fit_seconds": round(time.time() - start, 1)}
         print(json.dumps({f"k{k}": result[f"k{k}"]}))
-    head, _ = fit_value_head(states, samples.mean(axis=1), reward.max_total, value_cfg, heldout=[])
+    head, _ = fit_value(states, samples.mean(axis=1), reward.max_total, value_cfg, heldout=[])
     pool = task.offline_pool
     train = pool.select(range(min(args.offline, len(pool))))
     encoded = encode_split(tokenizer, train, model_cfg)

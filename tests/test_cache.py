@@ -23,7 +23,7 @@ def test_reuse_then_rebuild_on_corruption(tmp_path, capsys):
     assert again == folder and len(calls) == 1
     (folder / "weights.bin").write_bytes(b"abd")  # corrupted
     load_or_build("thing", inputs, _builder(calls), root=tmp_path)
-    assert len(calls) == 2 and "does not match its recorded hash" in capsys.readouterr().out
+    assert len(calls) == 2 and "does not match its recorded hash" in capsys.readouterr().err
     (folder / "manifest.json").unlink()  # half-written
     load_or_build("thing", inputs, _builder(calls), root=tmp_path)
     assert len(calls) == 3
@@ -38,4 +38,4 @@ def test_mismatched_manifest_is_rebuilt(tmp_path, capsys):
     other = load_or_build("thing", {"a": 2}, _builder(calls), root=tmp_path)
     (folder / "manifest.json").write_bytes((other / "manifest.json").read_bytes())  # swapped
     load_or_build("thing", {"a": 1}, _builder(calls), root=tmp_path)
-    assert len(calls) == 3 and "manifest key" in capsys.readouterr().out
+    assert len(calls) == 3 and "manifest key" in capsys.readouterr().err

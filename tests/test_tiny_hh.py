@@ -146,9 +146,9 @@ def test_reward_varies_with_the_prompt(tiny):
 
 def test_load_tiny_hh_caches_by_settings(capsys):
     load_tiny_hh(verbose=True, **SMALL)
-    assert "building" in capsys.readouterr().out
+    assert "building" in capsys.readouterr().err
     data, _ = load_tiny_hh(verbose=True, **SMALL)
-    assert "reusing" in capsys.readouterr().out and len(data["train"]) == 600
+    assert "reusing" in capsys.readouterr().err and len(data["train"]) == 600
     with pytest.raises(TypeError, match="unknown"):
         load_tiny_hh(n_trian=5)
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from alol_min.values import ValueConfig, ValueHead, fit_value_head, noise_ceiling, pad_right, predict_values, r2_score
+from alol_min.values import (RidgeValue, ValueConfig, ValueHead, _ridge, fit_value, noise_ceiling, pad_right,
+                             pooled_features, predict_values, r2_score)
 
 
 def _states(n, d=16, seed=0):
@@ -56,14 +57,56 @@ def test_noise_ceiling_recovers_the_between_share():
         noise_ceiling(samples[:, :1])
 
 
-def test_fit_learns_a_prompt_dependent_value():
-    states = _states(240, seed=1)
+def _layered(states, n_layers=3, seed=3):
+    """[L, d] states -> [n_layers, L, d], the last layer being the given states."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.cat([torch.randn(n_layers - 1, *s.shape, generator=g), s[None]]) for s in states]
+
+
+@pytest.mark.parametrize("estimator", ["ridge", "attention"])
+def test_fit_learns_a_prompt_dependent_value(estimator):
+    states = _layered(_states(240, seed=1))
     direction = torch.randn(16, generator=torch.Generator().manual_seed(2))
-    targets = np.array([float(torch.sigmoid(s.mean(0) @ direction)) * 2 for s in states])
-    head, report = fit_value_head(states, targets, max_value=2.0,
-                                  cfg=ValueConfig(epochs=20, lr=5e-3, dropout=0.0))
-    assert report["heldout_r2"] > 0.7
+    targets = np.array([float(torch.sigmoid(s[-1].mean(0) @ direction)) * 2 for s in states])
+    cfg = ValueConfig(estimator=estimator, epochs=20, lr=5e-3, dropout=0.0)
+    head, report = fit_value(states, targets, max_value=2.0, cfg=cfg)
+    assert report["heldout_r2"] > 0.7 and report["estimator"] == estimator
     held = report["heldout_indices"]
-    assert r2_score(predict_values(head, [states[i] for i in held]), targets[held]) == pytest.approx(report["heldout_r2"])
+    assert r2_score(head.predict([states[i] for i in held]), targets[held]) == pytest.approx(report["heldout_r2"])
     with pytest.raises(ValueError, match="NaN"):
-        fit_value_head(states, np.full(len(states), np.nan), 2.0, ValueConfig(epochs=1))
+        fit_value(states, np.full(len(states), np.nan), 2.0, ValueConfig(epochs=1))
+
+
+def test_unknown_estimator_is_named():
+    states = _layered(_states(10))
+    with pytest.raises(ValueError, match="'lasso'"):
+        fit_value(states, np.zeros(10), 1.0, ValueConfig(estimator="lasso"))
+
+
+def test_ridge_primal_equals_dual_and_pooling_ignores_padding():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(30, 12)), rng.normal(size=30)
+    w_primal, b = _ridge(z, y, 3.0)  # d < n: primal
+    w_dual = z.T @ np.linalg.solve(z @ z.T + 3.0 * np.eye(30), y - b)
+    assert np.allclose(w_primal, w_dual)
+    # phi(x) only reads the prompt's own positions: the same prompt gives the same V in any batch
+    states = _layered(_states(40, seed=4))
+    targets = rng.uniform(0, 1, size=40)
+    ridge = RidgeValue(pooled_features(states).shape[1], 1.0).fit(pooled_features(states), targets)
+    assert ((ridge.predict(states) >= 0) & (ridge.predict(states) <= 1)).all()
+    # the chosen penalty is one of the grid's and is kept in the state dict (saved with the run)
+    assert float(ridge.state_dict()["alpha"]) > 0
+
+
+def test_prompt_states_do_not_depend_on_batch_padding():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from alol_min.values import prompt_states
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64))
+    short, long = [5, 6, 7], list(range(1, 30))
+    alone = prompt_states(model, [short], pad_id=0)[0]
+    batched = prompt_states(model, [short, long], pad_id=0, batch_size=2)[0]
+    assert alone.shape == (3, 3, 32)  # [embeddings + 2 layers, L, d]
+    assert torch.allclose(alone, batched, atol=1e-5)
+    assert np.allclose(pooled_features([alone]), pooled_features([batched]), atol=1e-5)
