@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 
 from .data import DataReport
@@ -307,3 +308,38 @@ def load_hh_rlhf(source, *, split: str = "train", subsets=None, drop_colon_endin
     if verbose:
         print(f"hh-rlhf {source}: {report}")
     return dataset, report
+
+
+def load_hh_splits(source, *, n_validation: int = 280, n_test: int = 500, max_rows: int | None = None,
+                   seed: int = 0, verbose: bool = False):
+    """(DatasetDict train / validation / test, HHReport) for the HHA pipeline (`python -m alol_min hh`).
+
+    test: the source's own test split when it has one (a folder with test.jsonl[.gz], or a hub
+    name), else n_test rows held out of the training rows. validation: n_validation rows held out of
+    the training rows (the paper samples 280 dev prompts). Held-out rows are drawn with `seed`, and
+    n_test caps the test split either way.
+    """
+    from datasets import DatasetDict
+
+    train, report = load_hh_rlhf(source, split="train", max_rows=max_rows)
+    test = None
+    if not Path(source).is_file():
+        try:
+            test, test_report = load_hh_rlhf(source, split="test", max_rows=max_rows)
+            report.kept.update({f"{k} (test)": v for k, v in test_report.kept.items()})
+            report.dropped.update(test_report.dropped)
+        except FileNotFoundError:
+            test = None
+    held = n_validation + (n_test if test is None else 0)
+    if len(train) < held + 1:
+        raise ValueError(f"{source}: {len(train)} usable training pairs, need more than {held} "
+                         f"({n_validation} validation{'' if test is not None else f' + {n_test} test'})")
+    order = np.random.default_rng(seed).permutation(len(train)).tolist()
+    validation = train.select(sorted(order[:n_validation]))
+    if test is None:
+        test = train.select(sorted(order[n_validation:held]))
+    train = train.select(sorted(order[held:]))
+    splits = DatasetDict(train=train, validation=validation, test=test.select(range(min(n_test, len(test)))))
+    if verbose:
+        print(f"hh-rlhf {source}: {report}; splits {', '.join(f'{k} {len(v):,}' for k, v in splits.items())}")
+    return splits, report

@@ -63,6 +63,27 @@ class ModelConfig:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(presets)}")
         return presets[name]
 
+    @classmethod
+    def for_model(cls, name: str, **overrides) -> "ModelConfig":
+        """A preset by name, else a pretrained model (local folder or hub name) with its own context
+        length; `overrides` set fields (e.g. max_prompt_tokens)."""
+        from dataclasses import replace
+
+        try:
+            config = cls.preset(name)
+        except ValueError:
+            from transformers import AutoConfig
+
+            if not _looks_like_path(name) and "/" not in name and not Path(name).exists():
+                raise
+            hf = from_hub_or_folder(AutoConfig.from_pretrained, name, trust_remote_code=False)
+            context = getattr(hf, "n_positions", None) or getattr(hf, "max_position_embeddings", None) or 1024
+            config = cls(name=Path(name).name, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
+                         n_head=hf.num_attention_heads, n_positions=context,
+                         vocab_size=hf.vocab_size, pretrained=str(name), max_prompt_tokens=256,
+                         max_response_tokens=128)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
     def check_lengths(self) -> None:
         if self.max_prompt_tokens + self.max_response_tokens + 2 > self.n_positions:
             raise ValueError(
