@@ -66,6 +66,22 @@ def verify(folder: Path, key: str) -> str | None:
     return None
 
 
+# Options that change how a result is computed but not the result, at the value given (None: any value).
+_NEUTRAL = {"grad_checkpointing": None, "bf16": False, "grad_accum": 1}
+
+
+def config_inputs(cfg) -> dict:
+    """asdict(cfg) for a cache key, minus options that leave the result unchanged (`_NEUTRAL`).
+
+    Gradient checkpointing never changes the result; bf16 off and grad_accum 1 are the plain
+    computation. Leaving them out keeps keys (and cached artifacts) valid when such options are added.
+    """
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items()
+            if not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))}
+
+
 def load_or_build(kind: str, inputs: dict, build, *, root: Path | None = None, verbose: bool = True) -> Path:
     """Folder of the artifact `kind` for `inputs`, built with `build(tmp_folder)` if not cached.
 

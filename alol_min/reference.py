@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .batching import encode_pairs
-from .cache import dataset_digest, load_or_build
+from .cache import config_inputs, dataset_digest, load_or_build
 from .models import ModelConfig, load_policy, make_policy, save_policy
 from .training import SFTConfig, reply_perplexity, train_nll
 
@@ -31,7 +31,7 @@ def reference_policy(data, model_cfg: ModelConfig, sft_cfg: SFTConfig, *, task: 
     """
     inputs = {"task": task, "train": dataset_digest(data["train"]),
               "validation": dataset_digest(data["validation"]),
-              "model": asdict(model_cfg), "sft": asdict(sft_cfg)}
+              "model": asdict(model_cfg), "sft": config_inputs(sft_cfg)}
 
     def build(folder: Path) -> None:
         texts = list(data["train"]["prompt"]) + list(data["train"]["response"])
