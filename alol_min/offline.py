@@ -97,11 +97,11 @@ def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfi
     logp, mask = policy_logprobs(model, batch)
     ref = None
     if spec.needs_ref:
-        ref = scatter_ref_logprobs([data.ref_logp[i] for i in indices], mask)
+        ref = scatter_ref_logprobs([data.ref_logp[i].to(device) for i in indices], mask)
     if spec.pairwise:
         rej = {k: v.to(device) for k, v in collate(data.rejected, indices, pad_id).items()}
         logp_r, mask_r = policy_logprobs(model, rej)
-        ref_r = scatter_ref_logprobs([data.ref_logp_rejected[i] for i in indices], mask_r) if spec.needs_ref else None
+        ref_r = scatter_ref_logprobs([data.ref_logp_rejected[i].to(device) for i in indices], mask_r) if spec.needs_ref else None
         losses = pairwise_loss(
             method, logp_chosen=logp, mask_chosen=mask, logp_rejected=logp_r, mask_rejected=mask_r,
             ref_logp_chosen=ref, ref_logp_rejected=ref_r,
