@@ -23,7 +23,7 @@ train-ref: venv
 	$(OFFLINE) $(PY) -m alol_min train-ref
 
 test: venv  ## unit tests, smoke runs and the notebooks under nbval
-	$(OFFLINE) $(PY) -m pytest tests notebooks --nbval -p no:cacheprovider
+	$(OFFLINE) $(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
 
 clean-cache:
 	rm -rf $${ALOL_MIN_CACHE:-$$HOME/.cache/alol-min}

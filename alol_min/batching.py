@@ -29,6 +29,11 @@ class EncodedPairs:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def select(self, indices) -> "EncodedPairs":
+        """The pairs at `indices`, in that order (truncation counts are those of the whole set)."""
+        return EncodedPairs([self.input_ids[i] for i in indices], [self.response_start[i] for i in indices],
+                            dict(self.truncated))
+
     def prompt_ids(self, i: int) -> list[int]:
         """The prompt part (with its <eos> separator) of pair i: what the policy is conditioned on."""
         return self.input_ids[i][:self.response_start[i]]

@@ -1,11 +1,13 @@
 """Measure the core numbers on an embedded task: V_ref's fit against its noise ceiling, advantages.
 
-    python bench/value_fit.py --task chitchat --model tiny --prompts 1000 --k 8
+    python bench/value_fit.py --task chitchat --model tiny --prompts 1000 --k 8 --extra-prompts 3000
 
 Steps: pi_ref (cached) samples k replies for each of `--prompts` validation prompts; the reward
-scores them; V_ref is fit by 5-fold cross-validation (every prompt is held out once) and the pooled
-held-out R^2 against the k-sample mean is compared with the noise ceiling of that target (also for
-the first 4 samples, k=4). Then V (fit on all prompts) and pi_ref's log-probs are computed for
+scores them; V_ref is fit by 5-fold cross-validation (every validation prompt is held out once) and
+the pooled held-out R^2 against the k-sample mean is compared with the noise ceiling of that target
+(also for the first 4 samples, k=4), for both estimators (ridge, the paper's attention head).
+`--extra-prompts N` adds pi_ref's samples on the first N training prompts to every fold's fitting
+set (ridge only); the held-out prompts are always validation prompts. Then V (fit on all prompts) and pi_ref's log-probs are computed for
 `--offline` training pairs, and the leftover fraction and corr(A, R) are reported.
 Prints a JSON summary; `--out` writes it to a file.
 """
@@ -23,13 +25,15 @@ from alol_min.reference import encode_split
 from alol_min.values import ValueConfig, fit_value, noise_ceiling, prompt_states, r2_score
 
 
-def cross_validated_r2(states, targets, max_value, cfg, folds=5):
-    """Pooled held-out R^2: each prompt predicted by a head that never saw it."""
+def cross_validated_r2(states, targets, max_value, cfg, folds=5, extra_states=(), extra_targets=()):
+    """Pooled held-out R^2: each prompt predicted by a V that never saw it (extras are always fit on)."""
     order = np.random.default_rng(cfg.seed).permutation(len(states))
     prediction = np.zeros(len(states))
+    all_states = list(states) + list(extra_states)
+    all_targets = np.concatenate([targets, np.asarray(extra_targets, float)])
     for fold in range(folds):
         held = order[fold::folds].tolist()
-        head, _ = fit_value(states, targets, max_value, cfg, heldout=held)
+        head, _ = fit_value(all_states, all_targets, max_value, cfg, heldout=held)
         prediction[held] = head.predict([states[i] for i in held])
     return r2_score(prediction, targets), prediction
 
@@ -40,6 +44,7 @@ def main():
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--prompts", type=int, default=1000)
     parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--extra-prompts", type=int, default=0)
     parser.add_argument("--offline", type=int, default=20000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -58,19 +63,39 @@ def main():
     result = {"task": args.task, "model": args.model, "prompts": len(prompts), "k": args.k,
               "sample_seconds": round(time.time() - start, 1), "reward_fit": reward_stats,
               "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())}
-    states = prompt_states(model, encode_prompts(tokenizer, prompts, model_cfg.max_prompt_tokens), tokenizer.pad_token_id)
-    value_cfg = ValueConfig(samples_per_prompt=args.k)
-    for k in sorted({4, args.k}):
-        targets = samples[:, :k].mean(axis=1)
+    def states_of(texts):
+        return prompt_states(model, encode_prompts(tokenizer, texts, model_cfg.max_prompt_tokens), tokenizer.pad_token_id)
+
+    states = states_of(prompts)
+    extra_states, extra_samples = [], np.zeros((0, args.k))
+    if args.extra_prompts:
+        extra = data["train"]["prompt"][:args.extra_prompts]
         start = time.time()
-        r2, _ = cross_validated_r2(states, targets, reward.max_total, value_cfg)
-        ceiling = noise_ceiling(samples[:, :k])
-        result[f"k{k}"] = {"cv_r2": round(r2, 4), "ceiling_r2": round(ceiling["ceiling_r2"], 4),
-                           "between_share": round(ceiling["between_share"], 4),
-                           "share_of_ceiling": round(r2 / ceiling["ceiling_r2"], 3) if ceiling["ceiling_r2"] > 0 else None,
-                           "fit_seconds": round(time.time() - start, 1)}
-        print(json.dumps({f"k{k}": result[f"k{k}"]}))
-    head, _ = fit_value(states, samples.mean(axis=1), reward.max_total, value_cfg, heldout=[])
+        extra_samples, _ = sample_rewards(model, tokenizer, extra, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
+        result["extra_prompts"] = {"n": len(extra), "sample_seconds": round(time.time() - start, 1)}
+        extra_states = states_of(extra)
+    for estimator in ("ridge", "attention"):
+        value_cfg = ValueConfig(samples_per_prompt=args.k, estimator=estimator)
+        for k in sorted({4, args.k}):
+            targets = samples[:, :k].mean(axis=1)
+            ceiling = noise_ceiling(samples[:, :k])
+            runs = {"": ((), ())}
+            if args.extra_prompts and estimator == "ridge":
+                runs["_extra"] = (extra_states, extra_samples[:, :k].mean(axis=1))
+            for suffix, (more_states, more_targets) in runs.items():
+                start = time.time()
+                r2, _ = cross_validated_r2(states, targets, reward.max_total, value_cfg,
+                                           extra_states=more_states, extra_targets=more_targets)
+                key = f"{estimator}_k{k}{suffix}"
+                result[key] = {"cv_r2": round(r2, 4), "ceiling_r2": round(ceiling["ceiling_r2"], 4),
+                               "between_share": round(ceiling["between_share"], 4),
+                               "share_of_ceiling": round(r2 / ceiling["ceiling_r2"], 3) if ceiling["ceiling_r2"] > 0 else None,
+                               "fit_prompts": int(round(len(states) * 0.8)) + len(more_states),
+                               "fit_seconds": round(time.time() - start, 1)}
+                print(json.dumps({key: result[key]}))
+    all_states = states + list(extra_states)
+    all_targets = np.concatenate([samples.mean(axis=1), extra_samples.mean(axis=1)])
+    head, _ = fit_value(all_states, all_targets, reward.max_total, ValueConfig(samples_per_prompt=args.k), heldout=[])
     pool = task.offline_pool
     train = pool.select(range(min(args.offline, len(pool))))
     encoded = encode_split(tokenizer, train, model_cfg)
