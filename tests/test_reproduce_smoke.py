@@ -17,7 +17,7 @@ def _run(args, cwd):
     result = subprocess.run([sys.executable, "-m", "alol_min", *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + result.stderr  # cache messages go to stderr
 
 
 def test_cli_help_lists_subcommands(tmp_path):
@@ -62,7 +62,7 @@ def test_second_run_reuses_cache_and_resumes(smoke_run):
     before = json.loads((run_dir / "test.json").read_text())
     (run_dir / "test.json").unlink()  # as if interrupted before this run finished
     out = _run(["reproduce", "--smoke", "--seeds", "0,1", "--no-progress"], root)
-    assert "building" not in out and out.count("reusing") >= 3
+    assert "[cache] building" not in out and out.count("[cache] reusing") >= 3
     assert out.count("test total") == 1  # only the unfinished run is trained again
     again = json.loads((run_dir / "test.json").read_text())
     assert again == before  # same seed, same numbers
