@@ -122,8 +122,8 @@ def predict_values(head: ValueHead, states: list[torch.Tensor], batch_size: int 
 class RidgeValue(nn.Module):
     """V(x) = clip(w . z(x) + b, 0, R_max), z = (phi(x) - mean) / scale, w = argmin |y - b - Z w|^2 + alpha |w|^2.
 
-    Solved in closed form: w = Z^T (Z Z^T + alpha I)^-1 (y - b) (the dual form, cheap when there are
-    fewer prompts than features), b = mean(y).
+    Solved in closed form by `_ridge`, b = mean(y): the primal (Z^T Z + alpha I)^-1 Z^T (y - b) when
+    there are more prompts than features, else the dual Z^T (Z Z^T + alpha I)^-1 (y - b).
     """
 
     def __init__(self, n_features: int, max_value: float):
