@@ -56,7 +56,7 @@ def cmd_reproduce(args) -> None:
     methods = tuple(args.methods.split(",")) if args.methods else None
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     cfg = ReproduceConfig.mode(mode, task=args.task, methods=methods, seeds=seeds, out_dir=args.out,
-                               figures_dir=args.figures)
+                               figures_dir=args.figures, pool=args.pool)
     run(cfg, progress=not args.no_progress)
 
 
@@ -218,10 +218,15 @@ def cmd_plot(args) -> None:
     """Rebuild every figure and table from the logged results."""
     from pathlib import Path
 
-    from .plots import plot_all
+    from .plots import plot_all, plot_noisy
+    from .tasks import TASKS
 
     for task_dir in sorted(p for p in Path(args.results).iterdir() if (p / "summary.csv").exists()):
         for path in plot_all(task_dir, Path(args.figures), task_dir.name):
+            print(f"wrote {path}")
+    for task in TASKS:
+        path = plot_noisy(Path(args.results), Path(args.figures), task)
+        if path is not None:
             print(f"wrote {path}")
 
 
@@ -243,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="all methods x 3 seeds")
     reproduce.add_argument("--methods", default=None, help="comma-separated method names (default: the mode's)")
     reproduce.add_argument("--seeds", default=None, help="comma-separated seeds (default: the mode's)")
+    reproduce.add_argument("--pool", default=None, choices=["all", "low-rated", "high-rated"],
+                           help="offline training pairs (chitchat): all (default), or only low- / high-rated "
+                                "conversations, the noisy-data experiment; results go to results/<task>-<pool>")
     reproduce.add_argument("--out", default="results", help="results folder")
     reproduce.add_argument("--figures", default="figures", help="figures folder")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")

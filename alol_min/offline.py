@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .advantage import draw_batch, leftover_fraction, rank_slice, sampling_weights, scaled_step_budget
 from .batching import EncodedPairs, collate, scatter_ref_logprobs
-from .importance import clip_fraction
+from .importance import clip_fraction, sequence_log_ratio
 from .losses import METHODS, method_loss, pairwise_loss
 from .training import finish_training, make_accelerator, micro_batches, policy_logprobs, prepare_for_training
 
@@ -71,6 +71,9 @@ class OfflineConfig:
     """bf16 mixed precision (Accelerate autocast); for GPUs: on a CPU it runs but is usually slower."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
+    probe_pairs: int = 256
+    """Fixed training pairs (the first leftovers) whose sequence log-ratio log r is logged at each
+    validation, for methods that use pi_ref: the distribution of the importance weights over training."""
 
 
 @dataclass
@@ -120,6 +123,41 @@ def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfi
     return losses.mean(), fraction
 
 
+PROBE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def probe_indices(data: OfflineData, n: int) -> np.ndarray:
+    """The first n training pairs with A > 0 (all pairs if there is no advantage): a fixed probe set."""
+    pool = np.arange(len(data.encoded)) if data.advantage is None else np.flatnonzero(data.advantage > 0)
+    return pool[:n]
+
+
+@torch.no_grad()
+def probe_log_ratios(model, data: OfflineData, indices: np.ndarray, pad_id: int, device="cpu",
+                     batch_size: int = 64) -> np.ndarray:
+    """log r = log pi_theta(y|x) - log pi_ref(y|x) of the pairs at `indices` (eval mode, no dropout)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size].tolist()
+        batch = {k: v.to(device) for k, v in collate(data.encoded, chunk, pad_id).items()}
+        logp, mask = policy_logprobs(model, batch)
+        ref = scatter_ref_logprobs([data.ref_logp[i].to(device) for i in chunk], mask)
+        out.append(sequence_log_ratio(logp.float(), ref.float(), mask).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def probe_row(log_r: np.ndarray, clip: float | None) -> dict:
+    """Quantiles of log r and the fraction of weights r outside [1 - eps, 1 + eps] (clipped)."""
+    row = {f"logr_p{round(q * 100):02d}": round(float(v), 4) for q, v in zip(PROBE_QUANTILES, np.quantile(log_r, PROBE_QUANTILES))}
+    if clip is not None:
+        r = np.exp(np.clip(log_r, -50, 50))
+        row["probe_clipped"] = round(float(((r < 1 - clip) | (r > 1 + clip)).mean()), 4)
+    return row
+
+
 def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig, pad_id: int,
                   validate=None, run_dir: Path | None = None, progress: bool = True):
     """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
@@ -147,6 +185,8 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
     model, optimizer = accelerator.prepare(model, optimizer)
     log, seen = [], set()
     best_score, best_state = -float("inf"), None
+    probe = probe_indices(data, cfg.probe_pairs) if spec.needs_ref and data.ref_logp is not None else np.zeros(0, int)
+    probe_log_r = None
     if validate is not None:
         scores = validate(accelerator.unwrap_model(model))
         best_score, best_state = scores["total"], copy.deepcopy(accelerator.unwrap_model(model).state_dict())
@@ -180,11 +220,17 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
         if validate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
             scores = validate(accelerator.unwrap_model(model))
             row.update({f"val_{k}": v for k, v in scores.items()})
+            if len(probe):
+                probe_log_r = probe_log_ratios(accelerator.unwrap_model(model), data, probe, pad_id, accelerator.device)
+                row.update(probe_row(probe_log_r, cfg.clip))
             bar.set_postfix(loss=row["loss"], val=round(scores["total"], 3))
             if scores["total"] > best_score:
                 best_score = scores["total"]
                 best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
                 row["best"] = True
+                if probe_log_r is not None and log_file is not None:  # the kept checkpoint's weights
+                    (run_dir / "importance.json").write_text(json.dumps(
+                        {"step": step + 1, "clip": cfg.clip, "log_ratio": np.round(probe_log_r, 4).tolist()}))
         log.append(row)
         if log_file is not None:
             log_file.write(json.dumps(row) + "\n")

@@ -1,8 +1,11 @@
 """Figures and tables, rebuilt from the logged results only (never from a live run).
 
     results/<task>/runs/<method>-s<seed>/log.jsonl  -> validation reward vs step, clip fraction vs step
+    results/<task>/runs/<method>-s<seed>/importance.json -> importance weights of the kept checkpoint
     results/<task>/summary.csv                       -> the results table (mean +- std over seeds)
+    results/<task>/decoding_noise.json               -> pi_ref's test reward sd over decoding seeds
     results/<task>/advantage_hist.json               -> the advantage distribution, leftovers marked
+    results/<task>-low-rated, <task>-high-rated      -> the noisy-data figure (A-LoL vs NLL)
 """
 from __future__ import annotations
 
@@ -64,6 +67,12 @@ def write_table(task_dir: Path, figures_dir: Path, task: str) -> Path:
     header, table = results_table(read_summary(task_dir))
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in table]
+    noise_path = Path(task_dir) / "decoding_noise.json"
+    if noise_path.exists():
+        noise = json.loads(noise_path.read_text())
+        md += ["", f"Decoding noise: pi_ref's test total has sd {noise['sd']:.3f} over {len(noise['seeds'])} "
+               f"decoding seeds ({noise['prompts']} prompts); ± above is the sd over training seeds, all "
+               "decoded with the first decoding seed."]
     path = figures_dir / f"{task}_results.md"
     path.write_text("\n".join(md) + "\n")
     with open(figures_dir / f"{task}_results.csv", "w", newline="") as handle:
@@ -101,22 +110,27 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
     runs = read_logs(task_dir)
     written = [write_table(task_dir, figures_dir, task)]
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    _curves(ax, runs, "val_total", "validation reward (mean ± sd over seeds)")
-    ax.set_title(f"{task}: validation reward during training")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    alol = {m: r for m, r in runs.items() if m.startswith("a_lol")}
+    others = {m: r for m, r in runs.items() if not m.startswith("a_lol") or m == "a_lol"}
+    for ax, group, title in ((axes[0], alol, "A-LoL variants"), (axes[1], others, "baselines (A-LoL for reference)")):
+        _curves(ax, group, "val_total", "validation reward (mean ± sd over seeds)")
+        ax.set_title(f"{task}: {title}", fontsize=10)
+        if ax.lines:
+            ax.legend(fontsize=7)
     written.append(figures_dir / f"{task}_training_curves.png")
     fig.tight_layout()
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    _curves(ax, {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])}, "clip_fraction",
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _importance_histogram(axes[0], Path(task_dir))
+    _curves(axes[1], {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])}, "clip_fraction",
             "fraction of importance weights at 1 ± ε")
-    ax.set_title(f"{task}: importance weights at the clip bounds")
-    if ax.lines:
-        ax.legend(fontsize=8)
-    written.append(figures_dir / f"{task}_clip_fraction.png")
+    axes[1].set_title(f"{task}: weights at the clip bounds (training batches)", fontsize=10)
+    if axes[1].lines:
+        axes[1].legend(fontsize=7)
+    written.append(figures_dir / f"{task}_importance_weights.png")
     fig.tight_layout()
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
@@ -137,3 +151,68 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     return written
+
+
+def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
+    """Histogram of r = pi_theta(y|x) / pi_ref(y|x) on the probe pairs, at the kept checkpoint of
+    every seed of `method`, with the clip bounds 1 ± ε."""
+    files = sorted(task_dir.glob(f"runs/{method}-s*/importance.json"))
+    if not files:
+        ax.text(0.5, 0.5, f"no importance.json in {method} runs", ha="center", transform=ax.transAxes)
+        return
+    probes = [json.loads(f.read_text()) for f in files]
+    log_r = np.concatenate([p["log_ratio"] for p in probes])
+    ax.hist(np.exp(np.clip(log_r, -5, 5)), bins=np.linspace(0, 3, 61), color="tab:blue", alpha=0.8)
+    clip = probes[0]["clip"]
+    if clip is not None:
+        for bound in (1 - clip, 1 + clip):
+            ax.axvline(bound, color="k", ls="--", lw=1)
+        outside = float(((log_r < np.log(max(1 - clip, 1e-9))) | (log_r > np.log(1 + clip))).mean())
+        ax.set_title(f"{_label(method)}: r at the kept checkpoint ({len(files)} seeds); "
+                     f"{outside:.0%} clipped", fontsize=10)
+    ax.set_xlabel("importance weight r (values > 3 shown at 3)")
+    ax.set_ylabel("probe pairs (A > 0)")
+
+
+def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
+    """Figure 5: test reward of each method trained on low- vs high-rated data (mean ± sd over seeds),
+    pi_ref as a line; None unless both results/<task>-low-rated and -high-rated exist."""
+    dirs = {pool: Path(results_dir) / f"{task}-{pool}" for pool in ("low-rated", "high-rated")}
+    if not all((d / "summary.csv").exists() for d in dirs.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = {pool: read_summary(d) for pool, d in dirs.items()}
+    methods = [m for m in dict.fromkeys(r["method"] for r in tables["low-rated"]) if m != "pi_ref"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    width = 0.8 / max(1, len(methods))
+    md = ["| method | " + " | ".join(f"{pool} total" for pool in tables) + " | gap (high - low) |", "|---|---|---|---|"]
+    for k, method in enumerate(methods):
+        means, sds = [], []
+        for pool, rows in tables.items():
+            values = np.array([float(r["total"]) for r in rows if r["method"] == method])
+            means.append(values.mean() if len(values) else np.nan)
+            sds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
+        ax.bar(np.arange(2) + (k - (len(methods) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=_label(method))
+        md.append(f"| {_label(method)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(means, sds))
+                  + f" | {means[1] - means[0]:+.3f} |")
+    ref = [float(r["total"]) for r in tables["low-rated"] if r["method"] == "pi_ref"]
+    if ref:
+        ax.axhline(ref[0], color="k", ls=":", lw=1, label="pi_ref")
+    ax.set_xticks(range(2), [f"trained on {pool} replies" for pool in tables])
+    ax.set_ylabel("test reward (mean ± sd over seeds)")
+    ax.set_title(f"{task}: noisy data (low-rated) against clean (high-rated)", fontsize=10)
+    lows = [v for c in ax.containers for v in getattr(c, "datavalues", [])]
+    if lows:
+        ax.set_ylim(min(lows + ref) - 0.1, max(lows + ref) + 0.1)
+    ax.legend(fontsize=8)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    path = figures_dir / f"{task}_noisy_data.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    (figures_dir / f"{task}_noisy_data.md").write_text("\n".join(md) + "\n")
+    return path

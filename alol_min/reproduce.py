@@ -25,7 +25,7 @@ from .models import ModelConfig
 from .offline import OfflineConfig, OfflineData, train_offline
 from .pipeline import advantage_summary, fit_value_estimate, reference_pass
 from .reference import encode_split, reference_metrics, reference_policy
-from .tasks import load_task
+from .tasks import POOLS, load_task, rated_pool
 from .training import SFTConfig
 from .values import ValueConfig
 
@@ -65,6 +65,11 @@ class ReproduceConfig:
     """Method training."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     """Decoding for validation and test (the same for every method)."""
+    pool: str = "all"
+    """Offline training pairs: "all", or (chitchat) "low-rated" / "high-rated" conversations only, the
+    noisy-data experiment; results then go to results/<task>-<pool>/."""
+    decoding_seeds: int = 5
+    """pi_ref's test reward is measured under this many decoding seeds: the decoding noise."""
     out_dir: str = "results"
     """Results folder (results/<task>/...)."""
     figures_dir: str = "figures"
@@ -95,7 +100,9 @@ class ReproduceConfig:
 
 def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref_folder):
     """Rewards, V_ref, advantages and pi_ref log-probs of the offline set (cached)."""
-    pool = task.offline_pool
+    pool, pool_report = rated_pool(task, cfg.pool)
+    if cfg.pool != "all":
+        print(f"offline pool {cfg.pool}: {json.dumps(pool_report)}")
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(pool), size=min(cfg.n_offline, len(pool)), replace=False))
     train = pool.select(pick.tolist())
@@ -138,7 +145,9 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
 def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
     """Run the reproduction; returns results/<task>."""
     start = time.time()
-    out = Path(cfg.out_dir) / cfg.task
+    if cfg.pool not in POOLS:
+        raise ValueError(f"unknown pool {cfg.pool!r}; choose one of {POOLS}")
+    out = Path(cfg.out_dir) / (cfg.task if cfg.pool == "all" else f"{cfg.task}-{cfg.pool}")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     task = load_task(cfg.task, data_cfg=cfg.data, n_train=cfg.tiny_hh_train)
     data, reward = task.data, task.train_reward
@@ -168,6 +177,7 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
     rows = []
     ref_scores, _ = evaluate_policy(model, tokenizer, test_prompts, task.test_reward, cfg.decode, model_cfg.max_prompt_tokens)
     rows.append({"method": "pi_ref", "seed": "", "steps": 0, "examples_seen": 0, **ref_scores})
+    decoding_noise(cfg, out, model, tokenizer, test_prompts, task.test_reward, model_cfg, ref_scores["total"])
     for method in cfg.methods:
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"{method}-s{seed}"
@@ -187,13 +197,44 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
             done.write_text(json.dumps(row))
             rows.append(row)
             print(f"{METHODS[method].label} seed {seed}: test total {scores['total']:.3f}")
-    write_summary(rows, out / "summary.csv")
-    from .plots import plot_all
+    write_summary(with_finished_runs(rows, out), out / "summary.csv")
+    from .plots import plot_all, plot_noisy
 
-    for path in plot_all(out, Path(cfg.figures_dir), cfg.task):
+    written = plot_all(out, Path(cfg.figures_dir), out.name) + [plot_noisy(out.parent, Path(cfg.figures_dir), cfg.task)]
+    for path in filter(None, written):
         print(f"wrote {path}")
     print(f"done in {time.time() - start:.0f} s; results in {out}")
     return out
+
+
+def decoding_noise(cfg: ReproduceConfig, out: Path, model, tokenizer, prompts, reward, model_cfg, first: float):
+    """pi_ref's test reward under cfg.decoding_seeds decoding seeds (the first is the one every method
+    is evaluated with): their sd is the decoding noise, to set beside the spread over training seeds.
+    Written to out/decoding_noise.json (kept when it exists)."""
+    path = out / "decoding_noise.json"
+    if cfg.decoding_seeds < 2 or path.exists():
+        return
+    seeds, totals = [cfg.decode.seed], [first]
+    for k in range(1, cfg.decoding_seeds):
+        decode = DecodeConfig(**{**asdict(cfg.decode), "seed": cfg.decode.seed + k})
+        scores, _ = evaluate_policy(model, tokenizer, prompts, reward, decode, model_cfg.max_prompt_tokens)
+        seeds.append(decode.seed)
+        totals.append(scores["total"])
+    sd = float(np.std(totals, ddof=1))
+    path.write_text(json.dumps({"policy": "pi_ref", "prompts": len(prompts), "seeds": seeds,
+                                "total": [round(t, 4) for t in totals], "sd": round(sd, 4)}, indent=1))
+    print(f"decoding noise: pi_ref test total sd {sd:.4f} over {len(seeds)} decoding seeds")
+
+
+def with_finished_runs(rows: list[dict], out: Path) -> list[dict]:
+    """This call's rows plus the other finished runs in `out/runs` (from earlier calls with other
+    --methods / --seeds), so that summary.csv describes every run in the folder; pi_ref first, then
+    the methods in registry order, seeds ascending."""
+    have = {(row["method"], str(row["seed"])) for row in rows}
+    earlier = [json.loads(p.read_text()) for p in (out / "runs").glob("*/test.json")]
+    rows = rows + [row for row in earlier if (row["method"], str(row["seed"])) not in have]
+    order = {"pi_ref": -1, **{m: i for i, m in enumerate(METHODS)}}
+    return sorted(rows, key=lambda row: (order.get(row["method"], len(order)), str(row["seed"])))
 
 
 def write_summary(rows: list[dict], path: Path) -> None:

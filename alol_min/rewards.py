@@ -595,6 +595,7 @@ class SequenceClassifierReward(Reward):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from . import oasst_rm  # noqa: F401  registers OpenAssistant's GPTNeoXRewardModel (no remote code)
         from .models import from_hub_or_folder
 
         self.components = (name,)

@@ -123,3 +123,37 @@ def load_task(name: str, *, data_cfg: ChitchatConfig | None = None, n_train: int
     if name == "tiny-hh":
         return _tiny_hh(n_train, seed, verbose)
     raise ValueError(f"unknown task {name!r}; choose one of {TASKS}")
+
+
+POOLS = ("all", "low-rated", "high-rated")
+LOW_RATED_BELOW = 5.0
+"""Low-rated conversations: mean human rating (witty, upbeat, interesting; 1-10) below 5. A rating of
+exactly 5 is the most common one by far (a third of the conversations), so it belongs to neither pool."""
+HIGH_RATED_FROM = 9.0
+"""High-rated conversations: mean rating 9 or more."""
+
+
+def rated_pool(task: Task, which: str):
+    """(training pairs, report): the offline pool restricted by the conversations' human ratings.
+
+    The analogue of the paper's Reddit down-voted / up-voted training sets (spec 6.2): "low-rated"
+    keeps pairs from conversations rated below LOW_RATED_BELOW, "high-rated" those rated
+    HIGH_RATED_FROM or more. Both are cut to the same size (the smaller pool's, taking pairs in their
+    order), so that the two trainings differ in data quality, not quantity. Pairs without a rating are
+    counted in the report and belong to neither pool.
+    """
+    if which not in POOLS:
+        raise ValueError(f"unknown pool {which!r}; choose one of {POOLS}")
+    pool = task.offline_pool
+    if which == "all":
+        return pool, {"pool": "all", "pairs": len(pool)}
+    if "rating" not in pool.column_names:
+        raise ValueError(f"task {task.name!r} has no human ratings (column 'rating'): only pool 'all' exists")
+    rating = np.array([np.nan if r is None else float(r) for r in pool["rating"]])
+    low, high = np.flatnonzero(rating < LOW_RATED_BELOW), np.flatnonzero(rating >= HIGH_RATED_FROM)
+    size = min(len(low), len(high))
+    keep = (low if which == "low-rated" else high)[:size]
+    report = {"pool": which, "pairs": int(size), "low_rated_pairs": int(len(low)), "high_rated_pairs": int(len(high)),
+              "unrated_pairs": int(np.isnan(rating).sum()), "mean_rating": round(float(rating[keep].mean()), 3),
+              "conversations": int(len(set(np.array(pool["conversation_id"])[keep].tolist())))}
+    return pool.select(keep.tolist()), report

@@ -80,6 +80,36 @@ def test_every_method_trains_a_few_steps(offline_setup, method, tmp_path):
     assert changed, "the policy did not move"
 
 
+def test_importance_probe_is_logged_and_zero_at_pi_ref(offline_setup, tmp_path):
+    """The probe's log r is exactly 0 for pi_theta = pi_ref, and is logged (quantiles) at each
+    validation of a method that uses pi_ref; the kept checkpoint's log r goes to importance.json."""
+    import json
+
+    from alol_min.offline import probe_indices, probe_log_ratios, probe_row
+
+    model, tokenizer, data, _, _ = offline_setup
+    probe = probe_indices(data, 16)
+    assert len(probe) == 16 and (data.advantage[probe] > 0).all()
+    assert np.abs(probe_log_ratios(model, data, probe, tokenizer.pad_token_id)).max() < 1e-4
+    row = probe_row(np.log(np.array([0.05, 0.5, 1.0, 1.5, 2.5])), clip=0.9)
+    assert row["probe_clipped"] == pytest.approx(0.4) and row["logr_p50"] == 0.0
+    cfg = OfflineConfig(steps=4, batch_size=4, eval_every=2, lr=1e-2, scale_steps_by_leftover=False, probe_pairs=16)
+    calls = []
+
+    def validate(m):
+        calls.append(1)
+        return {"total": float(len(calls))}
+
+    _, log = train_offline(model, "a_lol", data, cfg, tokenizer.pad_token_id, validate=validate, run_dir=tmp_path,
+                           progress=False)
+    evals = [r for r in log if r["step"] in (2, 4)]
+    assert all("logr_p50" in r and "probe_clipped" in r for r in evals)
+    saved = json.loads((tmp_path / "importance.json").read_text())
+    assert saved["step"] == 4 and len(saved["log_ratio"]) == 16 and np.abs(saved["log_ratio"]).max() > 0
+    _, log = train_offline(model, "nll", data, cfg, tokenizer.pad_token_id, validate=validate, progress=False)
+    assert not any("logr_p50" in r for r in log)  # NLL has no pi_ref
+
+
 def test_advantage_methods_only_draw_leftovers(offline_setup):
     model, tokenizer, data, _, _ = offline_setup
     cfg = OfflineConfig(steps=10, batch_size=4, scale_steps_by_leftover=True)

@@ -43,7 +43,7 @@ def test_smoke_reproduce_writes_a_row_per_method_and_seed(smoke_run):
         for column in ("total", "length", "distinct_1", "distinct_2", "distinct_3", "steps", "examples_seen"):
             assert row[column] != ""
     for name in ("chitchat_results.md", "chitchat_results.csv", "chitchat_training_curves.png",
-                 "chitchat_clip_fraction.png", "chitchat_advantages.png"):
+                 "chitchat_importance_weights.png", "chitchat_advantages.png"):
         assert (root / "figures" / name).stat().st_size > 0
 
 
@@ -66,6 +66,18 @@ def test_second_run_reuses_cache_and_resumes(smoke_run):
     assert out.count("test total") == 1  # only the unfinished run is trained again
     again = json.loads((run_dir / "test.json").read_text())
     assert again == before  # same seed, same numbers
+
+
+def test_extra_invocation_adds_to_the_summary(smoke_run):
+    """Runs from an earlier call (other --methods / --seeds) stay in summary.csv beside the new ones."""
+    root, _ = smoke_run
+    _run(["reproduce", "--smoke", "--methods", "a_lol_no_clamp", "--seeds", "0", "--no-progress"], root)
+    with open(root / "results" / "chitchat" / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = [(r["method"], r["seed"]) for r in rows]
+    expected = {("pi_ref", ""), ("a_lol_no_clamp", "0")} | {(m, s) for m in FULL_METHODS for s in ("0", "1")}
+    assert set(pairs) == expected and len(pairs) == len(expected)
+    assert pairs[0] == ("pi_ref", "") and pairs.index(("a_lol_no_clamp", "0")) > pairs.index(("pro", "1"))
 
 
 def test_smoke_reproduce_on_tiny_hh(tmp_path):
