@@ -82,15 +82,21 @@ def write_table(task_dir: Path, figures_dir: Path, task: str) -> Path:
     return path
 
 
-def _curves(ax, runs, key: str, ylabel: str):
+def _curves(ax, runs, key: str, ylabel: str, smooth: int = 1):
+    """Mean over seeds (band: ± sd) of `key` against step; `smooth` > 1 takes a moving average of
+    that many logged points first (for per-step series such as the clip fraction)."""
     for method, seeds in runs.items():
         points = [{r["step"]: r[key] for r in rows if key in r} for rows in seeds]
         steps = sorted(set.intersection(*[set(p) for p in points])) if points else []
         if not steps:
             continue
         values = np.array([[p[s] for s in steps] for p in points])
+        if smooth > 1 and values.shape[1] >= smooth:
+            kernel = np.ones(smooth) / smooth
+            values = np.array([np.convolve(v, kernel, mode="valid") for v in values])
+            steps = steps[smooth - 1:]
         mean = values.mean(0)
-        line, = ax.plot(steps, mean, marker="o", ms=3, label=_label(method))
+        line, = ax.plot(steps, mean, marker="o" if smooth == 1 else None, ms=3, label=_label(method))
         if len(values) > 1:
             std = values.std(0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -126,8 +132,8 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _importance_histogram(axes[0], Path(task_dir))
     _curves(axes[1], {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])}, "clip_fraction",
-            "fraction of importance weights at 1 ± ε")
-    axes[1].set_title(f"{task}: weights at the clip bounds (training batches)", fontsize=10)
+            "fraction of importance weights at 1 ± ε", smooth=10)
+    axes[1].set_title(f"{task}: weights at the clip bounds (training batches, 10-step mean)", fontsize=10)
     if axes[1].lines:
         axes[1].legend(fontsize=7)
     written.append(figures_dir / f"{task}_importance_weights.png")
@@ -162,15 +168,15 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
         return
     probes = [json.loads(f.read_text()) for f in files]
     log_r = np.concatenate([p["log_ratio"] for p in probes])
-    ax.hist(np.exp(np.clip(log_r, -5, 5)), bins=np.linspace(0, 3, 61), color="tab:blue", alpha=0.8)
+    ax.hist(np.clip(log_r, -8, 8), bins=np.linspace(-8, 8, 65), color="tab:blue", alpha=0.8)
     clip = probes[0]["clip"]
     if clip is not None:
         for bound in (1 - clip, 1 + clip):
-            ax.axvline(bound, color="k", ls="--", lw=1)
+            ax.axvline(np.log(max(bound, 1e-9)), color="k", ls="--", lw=1)
         outside = float(((log_r < np.log(max(1 - clip, 1e-9))) | (log_r > np.log(1 + clip))).mean())
         ax.set_title(f"{_label(method)}: r at the kept checkpoint ({len(files)} seeds); "
                      f"{outside:.0%} clipped", fontsize=10)
-    ax.set_xlabel("importance weight r (values > 3 shown at 3)")
+    ax.set_xlabel("log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: 1 ± ε)")
     ax.set_ylabel("probe pairs (A > 0)")
 
 
