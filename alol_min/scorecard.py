@@ -91,6 +91,7 @@ def scorecard(task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | N
         add(noisy_claim, (MISSING, "no low-rated-data runs"))
     for ablation in ("a_lol_no_clamp", "a_lol_good_random"):
         add(f"dropping negative advantages matters: A-LoL beats {ablation}", _beats(m, "a_lol", ablation))
+    add("the importance weight helps: A-LoL beats A-LoL ref-free (r fixed at 1)", _beats(m, "a_lol", "a_lol_ref_free"))
     variants = [v for v in ("a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl") if v in m]
     for baseline in ("r_lol", "r_gold"):
         if baseline in m and variants:

@@ -39,6 +39,7 @@ def test_alol_over_nll_needs_a_gap_larger_than_the_seed_spread(tmp_path):
     assert _verdicts(scorecard(tmp_path / "clear"))[key] == HOLDS
     assert _verdicts(scorecard(tmp_path / "noise"))[key] == FAILS
     assert _verdicts(scorecard(tmp_path / "one"))[key] == MISSING
+    assert _verdicts(scorecard(tmp_path / "clear"))["the importance weight helps"] == MISSING  # no ref-free runs
 
 
 def test_noisy_claim_reads_the_sibling_rated_folders(tmp_path):
