@@ -153,7 +153,7 @@ def cmd_hh(args) -> None:
     from .losses import METHODS
     from .models import ModelConfig
     from .offline import OfflineConfig, train_offline
-    from .reproduce import ReproduceConfig, prepare_offline, write_summary
+    from .reproduce import ReproduceConfig, prepare_offline, with_finished_runs, write_summary
     from .values import ValueConfig
 
     methods = args.method.split(",")
@@ -209,7 +209,7 @@ def cmd_hh(args) -> None:
                 [{"prompt": p, "response": r} for p, r in zip(test_prompts[:20], responses[:20])], indent=1))
             (run_dir / "test.json").write_text(json.dumps(rows[-1]))
     if _main_process():
-        write_summary(rows, out / "summary.csv")
+        write_summary(with_finished_runs(rows, out), out / "summary.csv")  # earlier --method runs kept
         (out / "prepare.json").write_text(json.dumps({"reward": task.reward_stats, **prep}, indent=1, default=float))
         print(f"results in {out}")
 
