@@ -123,7 +123,10 @@ def scorecard(task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | N
         nll_best = float(np.mean([max(r["val_total"] for r in rows if "val_total" in r) for rows in logs["nll"]]))
         nll_seen = float(np.mean([examples_to_best(rows) for rows in logs["nll"]]))
         reach = [examples_to_reach(rows, nll_best) for rows in logs["a_lol"]]
-        if None in reach:
+        if nll_seen == 0:
+            verdict = (MISSING, f"NLL never improved on pi_ref's validation reward ({nll_best:.3f}), so there is "
+                                "no level to race to")
+        elif None in reach:
             verdict = (FAILS, f"A-LoL never reached NLL's best validation reward {nll_best:.3f}")
         else:
             verdict = (HOLDS if np.mean(reach) <= nll_seen else FAILS,

@@ -42,6 +42,16 @@ def test_alol_over_nll_needs_a_gap_larger_than_the_seed_spread(tmp_path):
     assert _verdicts(scorecard(tmp_path / "clear"))["the importance weight helps"] == MISSING  # no ref-free runs
 
 
+def test_data_efficiency_needs_nll_to_improve_on_pi_ref(tmp_path):
+    key = "data efficiency"
+    _write(tmp_path / "moves", {"a_lol": [1.5, 1.52], "nll": [1.1, 1.12]})
+    assert _verdicts(scorecard(tmp_path / "moves"))[key] == HOLDS  # A-LoL passes NLL's best at 320 examples, as NLL
+    _write(tmp_path / "flat", {"a_lol": [1.5, 1.52], "nll": [0.9, 0.9]})  # NLL's best is pi_ref (1.0) at step 0
+    claims = scorecard(tmp_path / "flat")
+    assert _verdicts(claims)[key] == MISSING
+    assert "never improved" in next(c["evidence"] for c in claims if c["claim"].startswith(key))
+
+
 def test_noisy_claim_reads_the_sibling_rated_folders(tmp_path):
     _write(tmp_path / "chitchat", {"a_lol": [1.5, 1.5], "nll": [1.1, 1.1]})
     key = "robust to noisy data"
