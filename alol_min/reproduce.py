@@ -109,8 +109,9 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     train = pool.select(pick.tolist())
     rejected_responses = task.rejected(train)
     value_prompts = task.data["validation"]["prompt"][:cfg.n_value_prompts]
+    reward_key = {k: v for k, v in task.reward_stats.items() if "seconds" not in k}  # timings differ per build
     inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "pool": dataset_digest(pool),
-              "reward": task.reward_stats, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
+              "reward": reward_key, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
               "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
 
     encoded = encode_split(tokenizer, train, model_cfg)
