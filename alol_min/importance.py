@@ -102,24 +102,27 @@ def token_importance_weights(
     return torch.where(mask, rho, 0.0)
 
 
+def clipped_share(log_ratio: Tensor, clip: float | None) -> float:
+    """Share of the weights r = exp(log_ratio) sitting at a clip bound (r <= 1 - eps or r >= 1 + eps).
+
+    0.0 with clip = None (nothing is clipped) or no weights; 1.0 with clip = 0.
+    """
+    _check_clip(clip)
+    if clip is None or log_ratio.numel() == 0:
+        return 0.0
+    w = _clamp_weight(log_ratio, None)
+    return ((w <= 1.0 - clip) | (w >= 1.0 + clip)).float().mean().item()
+
+
 def clip_fraction(
     logp: Tensor, ref_logp: Tensor, mask: Tensor, clip: float | None, *, per_token: bool = False
 ) -> float:
-    """Share of importance weights sitting at a clip bound (r <= 1 - eps or r >= 1 + eps).
+    """Share of importance weights sitting at a clip bound (`clipped_share`), for logging (spec 9.5).
 
-    For logging (spec section 9.5). per_token=False looks at the sequence weights r (A-LoL,
-    R-LoL); per_token=True at the per-token rho_t of response tokens (A-LoL seq). With
-    clip = None nothing is clipped and the result is 0.0; with clip = 0 it is 1.0.
+    per_token=False looks at the sequence weights r (A-LoL, R-LoL); per_token=True at the
+    per-token rho_t of response tokens (A-LoL seq).
     """
-    _check_clip(clip)
-    if clip is None:
-        return 0.0
     if per_token:
         mask = validate_log_probs(logp, mask, ref_logp)
-        w = _clamp_weight(_token_log_ratio(logp, ref_logp)[mask], None)
-    else:
-        w = sequence_importance_weight(logp, ref_logp, mask, clip=None)
-    if w.numel() == 0:
-        return 0.0
-    at_bound = (w <= 1.0 - clip) | (w >= 1.0 + clip)
-    return at_bound.float().mean().item()
+        return clipped_share(_token_log_ratio(logp, ref_logp)[mask], clip)
+    return clipped_share(sequence_log_ratio(logp, ref_logp, mask), clip)

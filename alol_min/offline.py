@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .advantage import draw_batch, leftover_fraction, rank_slice, sampling_weights, scaled_step_budget
 from .batching import EncodedPairs, collate, scatter_ref_logprobs
-from .importance import clip_fraction, sequence_log_ratio
+from .importance import clip_fraction, clipped_share, sequence_log_ratio
 from .losses import METHODS, method_loss, pairwise_loss
 from .training import finish_training, make_accelerator, micro_batches, policy_logprobs, prepare_for_training
 
@@ -150,11 +150,10 @@ def probe_log_ratios(model, data: OfflineData, indices: np.ndarray, pad_id: int,
 
 
 def probe_row(log_r: np.ndarray, clip: float | None) -> dict:
-    """Quantiles of log r and the fraction of weights r outside [1 - eps, 1 + eps] (clipped)."""
+    """Quantiles of log r and the share of weights r at a clip bound (`importance.clipped_share`)."""
     row = {f"logr_p{round(q * 100):02d}": round(float(v), 4) for q, v in zip(PROBE_QUANTILES, np.quantile(log_r, PROBE_QUANTILES))}
     if clip is not None:
-        r = np.exp(np.clip(log_r, -50, 50))
-        row["probe_clipped"] = round(float(((r < 1 - clip) | (r > 1 + clip)).mean()), 4)
+        row["probe_clipped"] = round(clipped_share(torch.as_tensor(log_r), clip), 4)
     return row
 
 

@@ -15,7 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .importance import clipped_share
 from .losses import METHODS
 
 TABLE_METRICS = ("total", "length", "distinct_1", "distinct_2", "distinct_3")
@@ -173,7 +175,7 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
     if clip is not None:
         for bound in (1 - clip, 1 + clip):
             ax.axvline(np.log(max(bound, 1e-9)), color="k", ls="--", lw=1)
-        outside = float(((log_r < np.log(max(1 - clip, 1e-9))) | (log_r > np.log(1 + clip))).mean())
+        outside = clipped_share(torch.as_tensor(log_r), clip)
         ax.set_title(f"{_label(method)}: r at the kept checkpoint ({len(files)} seeds); "
                      f"{outside:.0%} clipped", fontsize=10)
     ax.set_xlabel("log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: 1 ± ε)")
@@ -196,6 +198,7 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / max(1, len(methods))
     md = ["| method | " + " | ".join(f"{pool} total" for pool in tables) + " | gap (high - low) |", "|---|---|---|---|"]
+    heights = []
     for k, method in enumerate(methods):
         means, sds = [], []
         for pool, rows in tables.items():
@@ -203,6 +206,7 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
             means.append(values.mean() if len(values) else np.nan)
             sds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
         ax.bar(np.arange(2) + (k - (len(methods) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=_label(method))
+        heights += means
         md.append(f"| {_label(method)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(means, sds))
                   + f" | {means[1] - means[0]:+.3f} |")
     ref = [float(r["total"]) for r in tables["low-rated"] if r["method"] == "pi_ref"]
@@ -211,9 +215,9 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     ax.set_xticks(range(2), [f"trained on {pool} replies" for pool in tables])
     ax.set_ylabel("test reward (mean ± sd over seeds)")
     ax.set_title(f"{task}: noisy data (low-rated) against clean (high-rated)", fontsize=10)
-    lows = [v for c in ax.containers for v in getattr(c, "datavalues", [])]
-    if lows:
-        ax.set_ylim(min(lows + ref) - 0.1, max(lows + ref) + 0.1)
+    shown = [h for h in heights + ref if np.isfinite(h)]
+    if shown:  # bars start at the axis floor: zoom in on the range that differs
+        ax.set_ylim(min(shown) - 0.1, max(shown) + 0.1)
     ax.legend(fontsize=8)
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / f"{task}_noisy_data.png"
