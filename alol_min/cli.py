@@ -168,7 +168,8 @@ def cmd_hh(args) -> None:
     task = _hh_task(args, data, report)
     new_tokens = args.max_new_tokens or model_cfg.max_response_tokens
     greedy = DecodeConfig(max_new_tokens=new_tokens, do_sample=False)  # the paper's validation and test decoding
-    cfg = ReproduceConfig(task="hh", model=model_cfg.name, n_offline=args.n_offline, n_value_prompts=args.value_prompts,
+    cfg = ReproduceConfig(task="hh", model=model_cfg.name, methods=tuple(methods), n_offline=args.n_offline,
+                          n_value_prompts=args.value_prompts,
                           n_val_eval=args.n_val_eval, n_test=args.n_test, out_dir=args.out,
                           value=ValueConfig(samples_per_prompt=args.value_samples, epochs=args.value_epochs,
                                             seed=args.seed),
@@ -249,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--methods", default=None, help="comma-separated method names (default: the mode's)")
     reproduce.add_argument("--seeds", default=None, help="comma-separated seeds (default: the mode's)")
     reproduce.add_argument("--pool", default=None, choices=["all", "low-rated", "high-rated"],
-                           help="offline training pairs (chitchat): all (default), or only low- / high-rated "
-                                "conversations, the noisy-data experiment; results go to results/<task>-<pool>")
+                           help="offline training pairs: all (default), or only low- / high-rated ones (chitchat: "
+                                "by the conversations' ratings; tiny-hh: label-noise / clean pairs), the noisy-data "
+                                "experiment; results go to results/<task>-<pool>")
     reproduce.add_argument("--out", default="results", help="results folder")
     reproduce.add_argument("--figures", default="figures", help="figures folder")
     reproduce.add_argument("--no-progress", action="store_true", help="hide progress bars")

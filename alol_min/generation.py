@@ -7,12 +7,29 @@ available as `DecodeConfig.paper_beam()`.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from .batching import encode_prompts
+
+
+class _UnpaddedBatchWarning(logging.Filter):
+    """Drop transformers' "passing in an `attention_mask`" warning, a false alarm here.
+
+    generate() drops an all-ones attention mask (a batch whose prompts have equal length, common
+    since prompts are decoded sorted by length), and GPT-2 then warns because the prompt's last
+    token, the <eos> separator, has the pad id. The batch has no padding, so nothing is wrong;
+    padded batches keep their mask.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_UnpaddedBatchWarning())
 
 
 @dataclass

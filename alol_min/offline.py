@@ -158,17 +158,23 @@ def probe_row(log_r: np.ndarray, clip: float | None) -> dict:
 
 
 def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig, pad_id: int,
-                  validate=None, run_dir: Path | None = None, progress: bool = True):
+                  validate=None, run_dir: Path | None = None, progress: bool = True,
+                  initial_scores: dict | None = None):
     """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
 
     `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps and at the end;
     the best model by validation total is returned (pi_ref's own score is the first bar to beat).
+    `initial_scores`: pi_ref's `validate` scores when the caller already has them (they are the same
+    for every run), logged as step 0 instead of validating pi_ref again.
     Under several processes every process validates (the same numbers) and only the main one writes
     run_dir.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     spec = METHODS[method]
+    if spec.pairwise and (data.rejected is None or (spec.needs_ref and data.ref_logp_rejected is None)):
+        raise ValueError(f"{method} trains on (chosen, rejected) pairs, but the OfflineData has no rejected "
+                         "replies (or no pi_ref log-probs of them): prepare_offline(..., rejected=True)")
     accelerator = make_accelerator(cfg)
     world = accelerator.num_processes
     torch.manual_seed(cfg.seed)
@@ -187,7 +193,7 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
     probe = probe_indices(data, cfg.probe_pairs) if spec.needs_ref and data.ref_logp is not None else np.zeros(0, int)
     probe_log_r = None
     if validate is not None:
-        scores = validate(accelerator.unwrap_model(model))
+        scores = initial_scores if initial_scores is not None else validate(accelerator.unwrap_model(model))
         best_score, best_state = scores["total"], copy.deepcopy(accelerator.unwrap_model(model).state_dict())
         log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
     log_file = None

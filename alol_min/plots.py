@@ -182,6 +182,10 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
     ax.set_ylabel("probe pairs (A > 0)")
 
 
+POOL_NAMES = {"tiny-hh": {"low-rated": "label-noise", "high-rated": "clean"}}
+"""What the pools hold, where it is not a human rating (tasks.rated_pool)."""
+
+
 def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     """Figure 5: test reward of each method trained on low- vs high-rated data (mean ± sd over seeds),
     pi_ref as a line; None unless both results/<task>-low-rated and -high-rated exist."""
@@ -193,8 +197,10 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tables = {pool: read_summary(d) for pool, d in dirs.items()}
-    methods = [m for m in dict.fromkeys(r["method"] for r in tables["low-rated"]) if m != "pi_ref"]
+    names = POOL_NAMES.get(task, {})
+    tables = {names.get(pool, pool): read_summary(d) for pool, d in dirs.items()}
+    low, high = tables
+    methods = [m for m in dict.fromkeys(r["method"] for r in tables[low]) if m != "pi_ref"]
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / max(1, len(methods))
     md = ["| method | " + " | ".join(f"{pool} total" for pool in tables) + " | gap (high - low) |", "|---|---|---|---|"]
@@ -209,12 +215,12 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
         heights += means
         md.append(f"| {_label(method)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(means, sds))
                   + f" | {means[1] - means[0]:+.3f} |")
-    ref = [float(r["total"]) for r in tables["low-rated"] if r["method"] == "pi_ref"]
+    ref = [float(r["total"]) for r in tables[low] if r["method"] == "pi_ref"]
     if ref:
         ax.axhline(ref[0], color="k", ls=":", lw=1, label="pi_ref")
     ax.set_xticks(range(2), [f"trained on {pool} replies" for pool in tables])
     ax.set_ylabel("test reward (mean ± sd over seeds)")
-    ax.set_title(f"{task}: noisy data (low-rated) against clean (high-rated)", fontsize=10)
+    ax.set_title(f"{task}: noisy data ({low}) against clean ({high})", fontsize=10)
     shown = [h for h in heights + ref if np.isfinite(h)]
     if shown:  # bars start at the axis floor: zoom in on the range that differs
         ax.set_ylim(min(shown) - 0.1, max(shown) + 0.1)

@@ -67,8 +67,9 @@ class ReproduceConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     """Decoding for validation and test (the same for every method)."""
     pool: str = "all"
-    """Offline training pairs: "all", or (chitchat) "low-rated" / "high-rated" conversations only, the
-    noisy-data experiment; results then go to results/<task>-<pool>/."""
+    """Offline training pairs: "all", or "low-rated" / "high-rated" only (chitchat: conversations' human
+    ratings; tiny-hh: label-noise pairs / clean pairs), the noisy-data experiment; results then go to
+    results/<task>-<pool>/."""
     decoding_seeds: int = 5
     """pi_ref's test reward is measured under this many decoding seeds: the decoding noise."""
     out_dir: str = "results"
@@ -99,38 +100,38 @@ class ReproduceConfig:
         return cfg
 
 
-def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref_folder):
-    """Rewards, V_ref, advantages and pi_ref log-probs of the offline set (cached)."""
+def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref_folder, rejected: bool | None = None):
+    """Rewards, V_ref, advantages and pi_ref log-probs of the offline set (cached).
+
+    `rejected`: also score the pairs' rejected replies and take pi_ref's log-probs of them, which only
+    the pairwise methods (DPO, PRO) read; None: when `cfg.methods` has one. They are cached apart,
+    so a run without pairwise methods skips that pass.
+    """
     pool, pool_report = rated_pool(task, cfg.pool)
     if cfg.pool != "all":
         print(f"offline pool {cfg.pool}: {json.dumps(pool_report)}")
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(pool), size=min(cfg.n_offline, len(pool)), replace=False))
     train = pool.select(pick.tolist())
-    rejected_responses = task.rejected(train)
     value_prompts = task.data["validation"]["prompt"][:cfg.n_value_prompts]
     reward_key = {k: v for k, v in task.reward_stats.items() if "seconds" not in k}  # timings differ per build
     inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "pool": dataset_digest(pool),
               "reward": reward_key, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
               "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
-
     encoded = encode_split(tokenizer, train, model_cfg)
-    rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses}, model_cfg)
 
     def build(folder: Path) -> None:
         head, report = fit_value_estimate(model, tokenizer, value_prompts, task.train_reward, cfg.value, cfg.decode,
                                           model_cfg.max_prompt_tokens)
         torch.save(head.state_dict(), folder / "value_head.pt")
         passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
-        passed_rej = reference_pass(model, rejected, tokenizer.pad_token_id)
         scores = task.offline_rewards(train)
-        scores_rej = task.train_reward(list(train["prompt"]), rejected_responses)
         summary = advantage_summary(scores["total"], passed["value"])
         arrays = {"index": pick, "value": passed["value"], "advantage": summary["advantage"],
-                  "reward_rejected": scores_rej["total"], "value_samples": report.pop("samples")}
+                  "value_samples": report.pop("samples")}
         arrays.update({f"reward_{k}": v for k, v in scores.items()})
         np.savez(folder / "offline.npz", **arrays)
-        torch.save({"ref_logp": passed["ref_logp"], "ref_logp_rejected": passed_rej["ref_logp"]}, folder / "ref_logp.pt")
+        torch.save({"ref_logp": passed["ref_logp"]}, folder / "ref_logp.pt")
         report.pop("history", None)
         report.pop("heldout_indices", None)
         stats = {k: v for k, v in summary.items() if k != "advantage"}
@@ -139,8 +140,22 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     folder = load_or_build(f"offline-{cfg.task}", inputs, build)
     arrays = dict(np.load(folder / "offline.npz"))
     ref = torch.load(folder / "ref_logp.pt", weights_only=True)
-    offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"], rejected,
-                          arrays["reward_rejected"], ref["ref_logp_rejected"])
+    offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"])
+    if rejected if rejected is not None else any(METHODS[m].pairwise for m in cfg.methods):
+        rejected_responses = task.rejected(train)
+        offline.rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses},
+                                        model_cfg)
+
+        def build_rejected(folder: Path) -> None:
+            passed = reference_pass(model, offline.rejected, tokenizer.pad_token_id)
+            scores = task.train_reward(list(train["prompt"]), rejected_responses)
+            np.savez(folder / "rejected.npz", reward_rejected=scores["total"])
+            torch.save({"ref_logp_rejected": passed["ref_logp"]}, folder / "ref_logp_rejected.pt")
+
+        rej_folder = load_or_build(f"offline-rejected-{cfg.task}", inputs, build_rejected)
+        arrays["reward_rejected"] = np.load(rej_folder / "rejected.npz")["reward_rejected"]
+        offline.reward_rejected = arrays["reward_rejected"]
+        offline.ref_logp_rejected = torch.load(rej_folder / "ref_logp_rejected.pt", weights_only=True)["ref_logp_rejected"]
     return offline, json.loads((folder / "report.json").read_text()), arrays, train
 
 
@@ -176,6 +191,8 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
         scores, _ = evaluate_policy(policy, tokenizer, val_prompts, reward, cfg.decode, model_cfg.max_prompt_tokens)
         return {k: round(v, 4) for k, v in scores.items()}
 
+    ref_val: dict = {}  # pi_ref's validation scores, every run's step 0: computed once, when first needed
+
     rows = []
     ref_scores, _ = evaluate_policy(model, tokenizer, test_prompts, task.test_reward, cfg.decode, model_cfg.max_prompt_tokens)
     rows.append({"method": "pi_ref", "seed": "", "steps": 0, "examples_seen": 0, **ref_scores})
@@ -188,8 +205,10 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
                 rows.append(json.loads(done.read_text()))
                 continue
             offline_cfg = OfflineConfig(**{**asdict(cfg.offline), "seed": seed})
+            ref_val = ref_val or validate(model)
             policy, log = train_offline(model, method, offline, offline_cfg, tokenizer.pad_token_id,
-                                        validate=validate, run_dir=run_dir, progress=progress)
+                                        validate=validate, run_dir=run_dir, progress=progress,
+                                        initial_scores=ref_val)
             scores, responses = evaluate_policy(policy, tokenizer, test_prompts, task.test_reward, cfg.decode,
                                                 model_cfg.max_prompt_tokens)
             row = {"method": method, "seed": seed, "steps": log[-1]["step"],

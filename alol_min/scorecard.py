@@ -96,9 +96,10 @@ def scorecard(task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | N
     for baseline in ("r_lol", "r_gold"):
         if baseline in m and variants:
             wins = [v for v in variants if m[v]["total"].mean() > m[baseline]["total"].mean()]
+            below = "".join(f"; {v} {m[v]['total'].mean():.3f} is not" for v in variants if v not in wins)
             add(f"A-LoL variants beat {baseline}",
                 (HOLDS if len(wins) == len(variants) else FAILS, f"{len(wins)}/{len(variants)} variants above {baseline} "
-                 f"({m[baseline]['total'].mean():.3f})"))
+                 f"({m[baseline]['total'].mean():.3f}){below}"))
         else:
             add(f"A-LoL variants beat {baseline}", (MISSING, f"needs runs of {baseline}"))
     others = [k for k in m if k not in ("pi_ref", "a_lol") and len(m[k]["total"]) > 1]

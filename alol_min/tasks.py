@@ -141,12 +141,22 @@ def rated_pool(task: Task, which: str):
     HIGH_RATED_FROM or more. Both are cut to the same size (the smaller pool's, taking pairs in their
     order), so that the two trainings differ in data quality, not quantity. Pairs without a rating are
     counted in the report and belong to neither pool.
+
+    tiny-hh has no ratings but knows its label noise: there "low-rated" keeps the pairs whose
+    `chosen` reply is the worse one (is_noisy) and "high-rated" the clean pairs, cut the same way.
     """
     if which not in POOLS:
         raise ValueError(f"unknown pool {which!r}; choose one of {POOLS}")
     pool = task.offline_pool
     if which == "all":
         return pool, {"pool": "all", "pairs": len(pool)}
+    if "is_noisy" in pool.column_names:
+        noisy = np.array(pool["is_noisy"], bool)
+        low, high = np.flatnonzero(noisy), np.flatnonzero(~noisy)
+        size = min(len(low), len(high))
+        keep = (low if which == "low-rated" else high)[:size]
+        return pool.select(keep.tolist()), {"pool": which, "by": "is_noisy", "pairs": int(size),
+                                            "noisy_pairs": int(len(low)), "clean_pairs": int(len(high))}
     if "rating" not in pool.column_names:
         raise ValueError(f"task {task.name!r} has no human ratings (column 'rating'): only pool 'all' exists")
     rating = np.array([np.nan if r is None else float(r) for r in pool["rating"]])

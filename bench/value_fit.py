@@ -47,33 +47,51 @@ def main():
     parser.add_argument("--extra-prompts", type=int, default=0)
     parser.add_argument("--offline", type=int, default=20000)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--dump", default=None, help="save the prompts and sampled rewards (.npz) for offline study")
+    parser.add_argument("--sft-steps", type=int, default=None, help="pi_ref NLL steps (default: the task's)")
+    parser.add_argument("--sft-batch-size", type=int, default=None)
+    parser.add_argument("--sft-lr", type=float, default=None)
     args = parser.parse_args()
-    from alol_min.reference import reference_policy
+    from dataclasses import replace
+
+    from alol_min.reference import reference_metrics, reference_policy
     from alol_min.reproduce import ReproduceConfig
     from alol_min.tasks import load_task
 
     cfg = ReproduceConfig.mode("default", task=args.task, model=args.model)
+    if args.sft_steps is not None:  # a short fine-tune, for pretrained models on the CPU
+        cfg.sft = replace(cfg.sft, steps=args.sft_steps, eval_every=args.sft_steps, eval_pairs=200,
+                          warmup_steps=max(1, args.sft_steps // 10))
+    for name, value in (("batch_size", args.sft_batch_size), ("lr", args.sft_lr)):
+        if value is not None:
+            cfg.sft = replace(cfg.sft, **{name: value})
     task = load_task(args.task)
     data, reward, reward_stats = task.data, task.train_reward, task.reward_stats
     model_cfg = ModelConfig.preset(args.model)
-    model, tokenizer, _ = reference_policy(data, model_cfg, cfg.sft, task=args.task)
+    model, tokenizer, folder = reference_policy(data, model_cfg, cfg.sft, task=args.task)
     prompts = data["validation"]["prompt"][:args.prompts]
     start = time.time()
-    samples, _ = sample_rewards(model, tokenizer, prompts, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
+    samples, responses = sample_rewards(model, tokenizer, prompts, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
     result = {"task": args.task, "model": args.model, "prompts": len(prompts), "k": args.k,
+              "pi_ref": {"sft_steps": cfg.sft.steps, "sft_batch_size": cfg.sft.batch_size, "sft_lr": cfg.sft.lr,
+                         **reference_metrics(folder)},
               "sample_seconds": round(time.time() - start, 1), "reward_fit": reward_stats,
               "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())}
     def states_of(texts):
         return prompt_states(model, encode_prompts(tokenizer, texts, model_cfg.max_prompt_tokens), tokenizer.pad_token_id)
 
     states = states_of(prompts)
-    extra_states, extra_samples = [], np.zeros((0, args.k))
+    extra_states, extra_samples, extra_responses = [], np.zeros((0, args.k)), []
     if args.extra_prompts:
         extra = data["train"]["prompt"][:args.extra_prompts]
         start = time.time()
-        extra_samples, _ = sample_rewards(model, tokenizer, extra, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
+        extra_samples, extra_responses = sample_rewards(model, tokenizer, extra, reward, args.k, DecodeConfig(), model_cfg.max_prompt_tokens)
         result["extra_prompts"] = {"n": len(extra), "sample_seconds": round(time.time() - start, 1)}
         extra_states = states_of(extra)
+    if args.dump:
+        np.savez_compressed(args.dump, prompts=np.array(prompts), samples=samples, responses=np.array(responses),
+                            extra_prompts=np.array(data["train"]["prompt"][:args.extra_prompts]),
+                            extra_samples=extra_samples, extra_responses=np.array(extra_responses))
     for estimator in ("ridge", "attention"):
         value_cfg = ValueConfig(samples_per_prompt=args.k, estimator=estimator)
         for k in sorted({4, args.k}):

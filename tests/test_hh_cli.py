@@ -56,10 +56,11 @@ def test_hh_pipeline_with_a_bradley_terry_reward(hh_folder, tmp_path):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[0]["step"] == 0 and "val_total" in log[0] and log[-1]["examples_seen"] == 8 * log[-1]["step"]
     assert (run / "test.json").exists() and (tmp_path / "hh" / "prepare.json").exists()
-    out = _run(["--source", str(hh_folder), "--model", "micro", "--method", "nll", "--rm-steps", "20",
-                "--out", str(tmp_path), *SMALL], tmp_path)  # a second method keeps the first one's row
-    assert "NLL: test reward" in out
-    assert [r["method"] for r in _summary(tmp_path)] == ["pi_ref", "nll", "a_lol"]
+    out = _run(["--source", str(hh_folder), "--model", "micro", "--method", "nll,dpo", "--rm-steps", "20",
+                "--out", str(tmp_path), *SMALL], tmp_path)  # later methods keep the first one's row
+    assert "NLL: test reward" in out and "DPO: test reward" in out  # DPO got its rejected replies
+    methods = [r["method"] for r in _summary(tmp_path)]
+    assert methods[0] == "pi_ref" and sorted(methods[1:]) == ["a_lol", "dpo", "nll"]
 
 
 def test_hh_pipeline_with_a_sequence_classifier_reward_from_one_file(hh_folder, tmp_path):

@@ -80,6 +80,33 @@ def test_every_method_trains_a_few_steps(offline_setup, method, tmp_path):
     assert changed, "the policy did not move"
 
 
+@pytest.mark.parametrize("method", ["dpo", "pro"])
+def test_pairwise_method_without_rejected_replies_says_so(offline_setup, method):
+    model, tokenizer, data, _, _ = offline_setup
+    chosen_only = OfflineData(data.encoded, data.reward, data.advantage, data.ref_logp)
+    with pytest.raises(ValueError, match="rejected=True"):
+        train_offline(model, method, chosen_only, OfflineConfig(steps=1, batch_size=2), tokenizer.pad_token_id,
+                      progress=False)
+
+
+def test_initial_scores_stand_in_for_pi_refs_validation(offline_setup):
+    """Given pi_ref's scores, a run logs them as step 0 and validates only the trained policy; a
+    later checkpoint is kept only if it beats them."""
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(steps=2, batch_size=4, eval_every=1, scale_steps_by_leftover=False)
+    calls = []
+
+    def validate(m):
+        calls.append(1)
+        return {"total": 0.5}
+
+    trained, log = train_offline(model, "nll", data, cfg, tokenizer.pad_token_id, validate=validate, progress=False,
+                                 initial_scores={"total": 0.9, "overlap": 0.9})
+    assert len(calls) == 2 and log[0] == {"step": 0, "examples_seen": 0, "val_total": 0.9, "val_overlap": 0.9}
+    assert not any(r.get("best") for r in log)  # 0.5 never beats pi_ref's 0.9: pi_ref is returned
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
+
+
 def test_importance_probe_is_logged_and_zero_at_pi_ref(offline_setup, tmp_path):
     """The probe's log r is exactly 0 for pi_theta = pi_ref, and is logged (quantiles) at each
     validation of a method that uses pi_ref; the kept checkpoint's log r goes to importance.json."""

@@ -62,7 +62,7 @@ def test_second_run_reuses_cache_and_resumes(smoke_run):
     before = json.loads((run_dir / "test.json").read_text())
     (run_dir / "test.json").unlink()  # as if interrupted before this run finished
     out = _run(["reproduce", "--smoke", "--seeds", "0,1", "--no-progress"], root)
-    assert "[cache] building" not in out and out.count("[cache] reusing") >= 3
+    assert "[cache] building" not in out and out.count("[cache] reusing") >= 4  # reward, pi_ref, offline, rejected
     assert out.count("test total") == 1  # only the unfinished run is trained again
     again = json.loads((run_dir / "test.json").read_text())
     assert again == before  # same seed, same numbers
@@ -71,7 +71,8 @@ def test_second_run_reuses_cache_and_resumes(smoke_run):
 def test_extra_invocation_adds_to_the_summary(smoke_run):
     """Runs from an earlier call (other --methods / --seeds) stay in summary.csv beside the new ones."""
     root, _ = smoke_run
-    _run(["reproduce", "--smoke", "--methods", "a_lol_no_clamp", "--seeds", "0", "--no-progress"], root)
+    out = _run(["reproduce", "--smoke", "--methods", "a_lol_no_clamp", "--seeds", "0", "--no-progress"], root)
+    assert "offline-rejected" not in out  # no pairwise method: the rejected replies are not even loaded
     with open(root / "results" / "chitchat" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     pairs = [(r["method"], r["seed"]) for r in rows]

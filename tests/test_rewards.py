@@ -162,6 +162,19 @@ def test_relevance_same_seed_same_scores_and_depends_on_prompt(dialogue):
     assert same_reply.std() > 0.01                      # one reply, many prompts: the score moves
 
 
+def test_build_fits_the_same_models_as_one_after_the_other(small_reward, dialogue):
+    """build() trains the main and the fold models on two threads: the result must not depend on it."""
+    reward = small_reward[0]
+    train = dialogue["train"]
+    main = R.train_relevance(train["prompt"], train["response"], train["conversation_id"], seed=0, config=SMALL)
+    folds = R.train_fold_models(train["prompt"], train["response"], train["conversation_id"], folds=2, seed=0,
+                                config=SMALL)
+    np.testing.assert_array_equal(reward.relevance.weights, main.weights)
+    assert reward.relevance.bias == main.bias and len(reward.fold_models) == 2
+    for threaded, alone in zip(reward.fold_models, folds):
+        np.testing.assert_array_equal(threaded.weights, alone.weights)
+
+
 def test_relevance_save_load_round_trip(small_reward, tmp_path):
     model = small_reward[0].relevance
     model.save(tmp_path)
@@ -169,6 +182,17 @@ def test_relevance_save_load_round_trip(small_reward, tmp_path):
     assert loaded.config == model.config
     pairs = (["how are you?", "what did you eat", ""], ["good thanks and you", "pizza!", ""])
     np.testing.assert_array_equal(loaded.score(*pairs), model.score(*pairs))
+
+
+def test_tokenising_each_distinct_text_once_gives_the_same_matrix():
+    from functools import partial
+
+    texts = ["how are you?", "fine", "how are you?", "", "fine", "what's up"] * 3
+    analyzer = partial(R.relevance_prompt_tokens, max_words=64)
+    once, every = R._token_ids(texts, analyzer, unique=True), R._token_ids(texts, analyzer)
+    assert once.shape == every.shape and (once != every).nnz == 0
+    np.testing.assert_array_equal(once.indices, every.indices)  # the same order within rows, too
+    assert R.relevance_features([], [], SMALL).shape == (0, 2 ** SMALL.n_bits + 2)
 
 
 def test_negatives_come_from_other_conversations():

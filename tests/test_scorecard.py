@@ -99,3 +99,16 @@ def test_rated_pools_are_equal_sized_and_filtered(which):
     no_ratings = Task("tiny-hh", None, None, None, None, offline_pool=pool.remove_columns("rating"))
     with pytest.raises(ValueError, match="no human ratings"):
         rated_pool(no_ratings, which)
+
+
+@pytest.mark.parametrize("which", ["low-rated", "high-rated"])
+def test_tiny_hh_pools_split_by_label_noise(which):
+    from datasets import Dataset
+
+    from alol_min.tasks import Task, rated_pool
+
+    noisy = [True, False, False, True, False, False, False]
+    pool = Dataset.from_dict({"prompt": [f"p{i}" for i in range(7)], "is_noisy": noisy})
+    subset, report = rated_pool(Task("tiny-hh", None, None, None, None, offline_pool=pool), which)
+    assert report["noisy_pairs"] == 2 and report["clean_pairs"] == 5 and len(subset) == 2
+    assert subset["prompt"] == (["p0", "p3"] if which == "low-rated" else ["p1", "p2"])
