@@ -174,7 +174,9 @@ def cmd_hh(args) -> None:
                           value=ValueConfig(samples_per_prompt=args.value_samples, epochs=args.value_epochs,
                                             seed=args.seed),
                           decode=DecodeConfig(max_new_tokens=new_tokens))  # pi_ref's samples for V: top-p 0.9
-    offline, prep, _, _ = prepare_offline(cfg, task, model, tokenizer, model_cfg, ref_folder)
+    # --prepare-only also builds what DPO / PRO need, so no later (multi-process) call has to
+    offline, prep, _, _ = prepare_offline(cfg, task, model, tokenizer, model_cfg, ref_folder,
+                                          rejected=True if args.prepare_only else None)
     v, a = prep["value"], prep["advantage"]
     print(f"V_ref: held-out R^2 {v.get('heldout_r2', float('nan')):.3f}; leftover fraction "
           f"{a['leftover_fraction']:.3f}; {len(offline.encoded):,} offline pairs")

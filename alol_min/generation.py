@@ -8,6 +8,7 @@ available as `DecodeConfig.paper_beam()`.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,8 @@ from .batching import encode_prompts
 
 
 class _UnpaddedBatchWarning(logging.Filter):
-    """Drop transformers' "passing in an `attention_mask`" warning, a false alarm here.
+    """Drop transformers' "passing in an `attention_mask`" warning, a false alarm inside
+    `generate_responses` (which always passes a mask).
 
     generate() drops an all-ones attention mask (a batch whose prompts have equal length, common
     since prompts are decoded sorted by length), and GPT-2 then warns because the prompt's last
@@ -29,7 +31,14 @@ class _UnpaddedBatchWarning(logging.Filter):
         return "strongly recommend passing in an `attention_mask`" not in record.getMessage()
 
 
-logging.getLogger("transformers.modeling_utils").addFilter(_UnpaddedBatchWarning())
+@contextmanager
+def _no_unpadded_batch_warning():
+    logger, quiet = logging.getLogger("transformers.modeling_utils"), _UnpaddedBatchWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @dataclass
@@ -69,7 +78,8 @@ def generate_responses(model, tokenizer, prompts, cfg: DecodeConfig, max_prompt_
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     outputs: list[str] = [""] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    with torch.random.fork_rng(devices=[]):
+    # the decoding seed must not leak into training's random streams (CPU, and the GPU's when on one)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _no_unpadded_batch_warning():
         torch.manual_seed(cfg.seed)
         for start in tqdm(range(0, len(order), cfg.batch_size), desc="decode", disable=not progress):
             idx = order[start:start + cfg.batch_size]

@@ -141,7 +141,8 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     arrays = dict(np.load(folder / "offline.npz"))
     ref = torch.load(folder / "ref_logp.pt", weights_only=True)
     offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"])
-    if rejected if rejected is not None else any(METHODS[m].pairwise for m in cfg.methods):
+    pairwise = any(METHODS[m].pairwise for m in cfg.methods)
+    if rejected or (rejected is None and pairwise):
         rejected_responses = task.rejected(train)
         offline.rejected = encode_split(tokenizer, {"prompt": train["prompt"], "response": rejected_responses},
                                         model_cfg)
@@ -152,7 +153,9 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
             np.savez(folder / "rejected.npz", reward_rejected=scores["total"])
             torch.save({"ref_logp_rejected": passed["ref_logp"]}, folder / "ref_logp_rejected.pt")
 
-        rej_folder = load_or_build(f"offline-rejected-{cfg.task}", inputs, build_rejected)
+        rej_inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "reward": reward_key,
+                      "pairs": cache_key({"p": list(train["prompt"]), "r": list(rejected_responses)})}
+        rej_folder = load_or_build(f"offline-rejected-{cfg.task}", rej_inputs, build_rejected)
         arrays["reward_rejected"] = np.load(rej_folder / "rejected.npz")["reward_rejected"]
         offline.reward_rejected = arrays["reward_rejected"]
         offline.ref_logp_rejected = torch.load(rej_folder / "ref_logp_rejected.pt", weights_only=True)["ref_logp_rejected"]
@@ -164,6 +167,9 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
     start = time.time()
     if cfg.pool not in POOLS:
         raise ValueError(f"unknown pool {cfg.pool!r}; choose one of {POOLS}")
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     out = Path(cfg.out_dir) / (cfg.task if cfg.pool == "all" else f"{cfg.task}-{cfg.pool}")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     task = load_task(cfg.task, data_cfg=cfg.data, n_train=cfg.tiny_hh_train)
@@ -191,7 +197,7 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
         scores, _ = evaluate_policy(policy, tokenizer, val_prompts, reward, cfg.decode, model_cfg.max_prompt_tokens)
         return {k: round(v, 4) for k, v in scores.items()}
 
-    ref_val: dict = {}  # pi_ref's validation scores, every run's step 0: computed once, when first needed
+    ref_val: dict = {}  # pi_ref's validation scores (every run's step 0): taken from the first run trained
 
     rows = []
     ref_scores, _ = evaluate_policy(model, tokenizer, test_prompts, task.test_reward, cfg.decode, model_cfg.max_prompt_tokens)
@@ -205,10 +211,10 @@ def run(cfg: ReproduceConfig, progress: bool = True) -> Path:
                 rows.append(json.loads(done.read_text()))
                 continue
             offline_cfg = OfflineConfig(**{**asdict(cfg.offline), "seed": seed})
-            ref_val = ref_val or validate(model)
             policy, log = train_offline(model, method, offline, offline_cfg, tokenizer.pad_token_id,
                                         validate=validate, run_dir=run_dir, progress=progress,
-                                        initial_scores=ref_val)
+                                        initial_scores=ref_val or None)
+            ref_val = ref_val or {k[4:]: v for k, v in log[0].items() if k.startswith("val_")}
             scores, responses = evaluate_policy(policy, tokenizer, test_prompts, task.test_reward, cfg.decode,
                                                 model_cfg.max_prompt_tokens)
             row = {"method": method, "seed": seed, "steps": log[-1]["step"],

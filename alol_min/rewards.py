@@ -380,7 +380,8 @@ class RelevanceConfig:
     average: bool = True
     """Use the average of the SGD iterates (averaged SGD), which generalises better here."""
     chunk: int = 20_000
-    """Pairs featurised at a time (bounds memory)."""
+    """Pairs crossed at a time (bounds the memory of the crossing step; the token bags of all pairs,
+    and during `ChitchatReward.build` the main and fold models' features, are held at once)."""
 
 
 def relevance_features(prompts: Sequence[str], responses: Sequence[str], config: RelevanceConfig) -> sp.csr_matrix:
@@ -747,9 +748,10 @@ class ChitchatReward(Reward):
         start = time.perf_counter()
         # The main model and the fold models are independent fits: run them side by side on two threads
         # (SGD releases the GIL), the same models as one after the other, about 45 s sooner on chitchat.
-        with ThreadPoolExecutor(max_workers=2 if folds >= 2 else 1) as pool:
-            main = pool.submit(train_relevance, prompts, responses, conversation_ids, seed=seed, config=relevance_config)
-            cross = pool.submit(train_fold_models, prompts, responses, conversation_ids, folds=folds, seed=seed,
+        with ThreadPoolExecutor(max_workers=2 if folds >= 2 else 1) as executor:
+            main = executor.submit(train_relevance, prompts, responses, conversation_ids, seed=seed,
+                                   config=relevance_config)
+            cross = executor.submit(train_fold_models, prompts, responses, conversation_ids, folds=folds, seed=seed,
                                 config=relevance_config) if folds >= 2 else None
             model, fold_models = main.result(), cross.result() if cross else []
         stats.update({f"relevance_{k}": v for k, v in model.stats.items()})

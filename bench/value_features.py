@@ -10,7 +10,8 @@ in the fit, the ridge penalty chosen by an inner 5-fold CV), for:
   g             g(x): ridge on the prompt's TF-IDF, fit to the cross-fitted rewards of the human
                 replies of the whole training split (out of fold for the extra prompts), alone and
                 beside the states.
-Prints held-out R^2 against the k-sample mean and its share of the noise ceiling.
+Prints held-out R^2 against the k-sample mean and its share of the noise ceiling. For a dump made
+with chitchat's `tiny` pi_ref and --extra-prompts > 0 (the prompt length is the tiny preset's).
 """
 import json
 import sys

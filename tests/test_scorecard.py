@@ -112,3 +112,13 @@ def test_tiny_hh_pools_split_by_label_noise(which):
     subset, report = rated_pool(Task("tiny-hh", None, None, None, None, offline_pool=pool), which)
     assert report["noisy_pairs"] == 2 and report["clean_pairs"] == 5 and len(subset) == 2
     assert subset["prompt"] == (["p0", "p3"] if which == "low-rated" else ["p1", "p2"])
+
+
+def test_reproduce_rejects_unknown_methods_and_pools_before_any_work(tmp_path):
+    from alol_min.reproduce import ReproduceConfig, run
+
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['a_lol_typo'\]"):
+        run(ReproduceConfig(methods=("nll", "a_lol_typo"), out_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="unknown pool"):
+        run(ReproduceConfig(pool="medium", out_dir=str(tmp_path)), progress=False)
+    assert not any(tmp_path.iterdir())  # nothing was written
