@@ -153,17 +153,18 @@ def rated_pool(task: Task, which: str):
     if "is_noisy" in pool.column_names:
         noisy = np.array(pool["is_noisy"], bool)
         low, high = np.flatnonzero(noisy), np.flatnonzero(~noisy)
-        size = min(len(low), len(high))
-        keep = (low if which == "low-rated" else high)[:size]
-        return pool.select(keep.tolist()), {"pool": which, "by": "is_noisy", "pairs": int(size),
-                                            "noisy_pairs": int(len(low)), "clean_pairs": int(len(high))}
-    if "rating" not in pool.column_names:
+        report = {"by": "is_noisy", "noisy_pairs": int(len(low)), "clean_pairs": int(len(high))}
+    elif "rating" in pool.column_names:
+        rating = np.array([np.nan if r is None else float(r) for r in pool["rating"]])
+        low, high = np.flatnonzero(rating < LOW_RATED_BELOW), np.flatnonzero(rating >= HIGH_RATED_FROM)
+        report = {"low_rated_pairs": int(len(low)), "high_rated_pairs": int(len(high)),
+                  "unrated_pairs": int(np.isnan(rating).sum())}
+    else:
         raise ValueError(f"task {task.name!r} has no human ratings (column 'rating'): only pool 'all' exists")
-    rating = np.array([np.nan if r is None else float(r) for r in pool["rating"]])
-    low, high = np.flatnonzero(rating < LOW_RATED_BELOW), np.flatnonzero(rating >= HIGH_RATED_FROM)
     size = min(len(low), len(high))
     keep = (low if which == "low-rated" else high)[:size]
-    report = {"pool": which, "pairs": int(size), "low_rated_pairs": int(len(low)), "high_rated_pairs": int(len(high)),
-              "unrated_pairs": int(np.isnan(rating).sum()), "mean_rating": round(float(rating[keep].mean()), 3),
-              "conversations": int(len(set(np.array(pool["conversation_id"])[keep].tolist())))}
+    report = {"pool": which, "pairs": int(size), **report}
+    if "is_noisy" not in pool.column_names:  # the human ratings of the kept pairs
+        report["mean_rating"] = round(float(rating[keep].mean()), 3)
+        report["conversations"] = int(len(set(np.array(pool["conversation_id"])[keep].tolist())))
     return pool.select(keep.tolist()), report
