@@ -99,15 +99,21 @@ def response_logprobs(model, batch: dict[str, torch.Tensor]):
     The output layer and softmax run only at response positions: prompt positions need no
     vocabulary distribution, and skipping them saves a large share of a small model's step.
     """
-    mask = batch["response_mask"]
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return response_logprobs_from_states(model, hidden, batch), batch["response_mask"]
+
+
+def response_logprobs_from_states(model, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """logp [B, L-1] of the response targets from the last hidden states [B, L, d] (zeros elsewhere):
+    log softmax(W h_t)[y_t+1] at the positions where batch["response_mask"] is 1."""
+    mask = batch["response_mask"]
     select = mask.bool()
     logits = model.get_output_embeddings()(hidden[:, :-1][select]).float()
     targets = batch["input_ids"][:, 1:][select]
     picked = F.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
     logp = torch.zeros(mask.shape, dtype=picked.dtype, device=mask.device)
     logp[select] = picked
-    return logp, mask
+    return logp
 
 
 def scatter_ref_logprobs(ref_token_logprobs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:

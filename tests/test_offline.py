@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from alol_min.batching import collate, encode_pairs, response_logprobs
+from alol_min.batching import collate, encode_pairs, token_logprobs
 from alol_min.generation import DecodeConfig
 from alol_min.losses import METHODS
 from alol_min.offline import OfflineConfig, OfflineData, train_offline
@@ -47,8 +47,9 @@ def offline_setup(micro_policy, chitchat_small):
 def test_reference_pass_matches_the_model(offline_setup):
     model, tokenizer, data, _, _ = offline_setup
     batch = collate(data.encoded, [0, 5, 9], tokenizer.pad_token_id)
-    with torch.no_grad():
-        logp, mask = response_logprobs(model, batch)
+    with torch.no_grad():  # the full softmax at every position (the pass runs the output layer at responses only)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp, mask = token_logprobs(logits, batch["input_ids"]), batch["response_mask"]
     for b, i in enumerate([0, 5, 9]):
         assert torch.allclose(logp[b][mask[b].bool()], data.ref_logp[i], atol=1e-5)
 
