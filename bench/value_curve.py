@@ -26,15 +26,14 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.neural_network import MLPRegressor
-from value_features import cross_validated
+from value_features import cross_validated, folds, prompt_features
 
-from alol_min.batching import encode_prompts
 from alol_min.generation import DecodeConfig
 from alol_min.models import ModelConfig, load_policy
 from alol_min.pipeline import sample_rewards
 from alol_min.rewards import relevance_prompt_tokens
 from alol_min.tasks import load_task
-from alol_min.values import noise_ceiling, pooled_features, prompt_states, r2_score
+from alol_min.values import noise_ceiling, r2_score
 
 
 def bank_features(relevance, prompts, bank):
@@ -46,9 +45,7 @@ def bank_features(relevance, prompts, bank):
 def nonlinear_r2(order, X, X_extra, y, y_extra, make):
     """value_features' protocol with a fixed model instead of the CV'd ridge (standardised inputs)."""
     prediction = np.zeros(len(y))
-    for fold in range(5):
-        held = order[fold::5]
-        keep = np.setdiff1d(order, held)
+    for held, keep in folds(order):
         X_fit, y_fit = np.r_[X[keep], X_extra], np.r_[y[keep], y_extra]
         mean, scale = X_fit.mean(0), X_fit.std(0) + 1e-6
         prediction[held] = make().fit((X_fit - mean) / scale, y_fit).predict((X[held] - mean) / scale)
@@ -73,13 +70,12 @@ def main():
     max_prompt = ModelConfig.preset("tiny").max_prompt_tokens
     more = task.data["train"]["prompt"][len(extra):len(extra) + args.more]
     start = time.time()
-    more_samples, _ = sample_rewards(model, tokenizer, more, reward, args.more_k, DecodeConfig(), max_prompt, progress=True)
+    more_samples = (sample_rewards(model, tokenizer, more, reward, args.more_k, DecodeConfig(), max_prompt, progress=True)[0]
+                    if more else np.zeros((0, args.more_k)))
     sample_seconds = round(time.time() - start, 1)
 
     def features(texts):
-        return np.concatenate([pooled_features(prompt_states(model, encode_prompts(tokenizer, texts[i:i + 500], max_prompt),
-                                                             tokenizer.pad_token_id))
-                               for i in range(0, len(texts), 500)])
+        return prompt_features(model, tokenizer, texts, max_prompt)
 
     samples = dump["samples"]
     y = samples.mean(1)

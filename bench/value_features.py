@@ -38,12 +38,24 @@ def ridge_path(Z, y, Z_new, alphas):
     return np.stack([projected @ (s / (s ** 2 + a) * coef) + b for a in alphas])
 
 
+def prompt_features(model, tokenizer, texts, max_prompt):
+    """value_fit's ridge features: pooled frozen pi_ref states of each prompt (500 prompts at a time)."""
+    return np.concatenate([pooled_features(prompt_states(model, encode_prompts(tokenizer, texts[i:i + 500], max_prompt),
+                                                         tokenizer.pad_token_id))
+                           for i in range(0, len(texts), 500)])
+
+
+def folds(order):
+    """(held, keep) index pairs of the 5 folds of the validation prompts in `order`."""
+    for fold in range(5):
+        held = order[fold::5]
+        yield held, np.setdiff1d(order, held)
+
+
 def cross_validated(order, F, F_extra, y, y_extra):
     """Pooled held-out predictions: 5 folds of the validation prompts, extras always fit."""
     prediction = np.zeros(len(y))
-    for fold in range(5):
-        held = order[fold::5]
-        keep = np.setdiff1d(order, held)
+    for held, keep in folds(order):
         F_fit, y_fit = np.concatenate([F[keep], F_extra]), np.concatenate([y[keep], y_extra])
         mean, scale = F_fit.mean(0), F_fit.std(0) + 1e-6
         Z = (F_fit - mean) / scale
@@ -68,9 +80,7 @@ def main(dump_path, pi_ref_folder):
     max_prompt = ModelConfig.preset("tiny").max_prompt_tokens
 
     def features(texts):
-        return np.concatenate([pooled_features(prompt_states(model, encode_prompts(tokenizer, texts[i:i + 500], max_prompt),
-                                                             tokenizer.pad_token_id))
-                               for i in range(0, len(texts), 500)])
+        return prompt_features(model, tokenizer, texts, max_prompt)
 
     def components(texts, responses):  # k-sample mean of each component
         repeated = [p for p in texts for _ in range(k)]
