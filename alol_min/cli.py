@@ -171,8 +171,8 @@ def cmd_hh(args) -> None:
     cfg = ReproduceConfig(task="hh", model=model_cfg.name, methods=tuple(methods), n_offline=args.n_offline,
                           n_value_prompts=args.value_prompts,
                           n_val_eval=args.n_val_eval, n_test=args.n_test, out_dir=args.out,
-                          value=ValueConfig(samples_per_prompt=args.value_samples, epochs=args.value_epochs,
-                                            seed=args.seed),
+                          value=ValueConfig(estimator=args.value_estimator, samples_per_prompt=args.value_samples,
+                                            epochs=args.value_epochs, seed=args.seed),
                           decode=DecodeConfig(max_new_tokens=new_tokens))  # pi_ref's samples for V: top-p 0.9
     # --prepare-only also builds what DPO / PRO need, so no later (multi-process) call has to
     offline, prep, _, _ = prepare_offline(cfg, task, model, tokenizer, model_cfg, ref_folder,
@@ -289,7 +289,10 @@ def _add_hh_parser(sub) -> None:
     add("--n-offline", type=int, default=10**9, help="cap on offline RL pairs (default: all)")
     add("--value-prompts", type=int, default=280, help="validation prompts whose pi_ref samples fit V")
     add("--value-samples", type=int, default=4, help="pi_ref samples per prompt for V (the paper: 1)")
-    add("--value-epochs", type=int, default=40, help="epochs of the value head fit")
+    add("--value-epochs", type=int, default=40, help="epochs of the value head fit (attention)")
+    add("--value-estimator", default="ridge", choices=["ridge", "attention", "neighbours"],
+        help="V_ref: ridge on pi_ref's pooled prompt states (default), the paper's attention head, or the ridge "
+             "plus the reward of x with pi_ref's replies to the nearest value prompts (values.NeighbourValue)")
     add("--sft-steps", type=int, default=None, help="pi_ref NLL steps (default: SFTConfig)")
     add("--sft-batch-size", type=int, default=None, help="pi_ref NLL pairs per micro-batch")
     add("--sft-lr", type=float, default=None, help="pi_ref NLL peak learning rate")

@@ -38,11 +38,13 @@ def fit_value_estimate(model, tokenizer, prompts, reward, value_cfg: ValueConfig
     same held-out prompts, and their ratio (the share of the achievable R^2 the fit reaches).
     """
     start = time.time()
-    samples, _ = sample_rewards(model, tokenizer, prompts, reward, value_cfg.samples_per_prompt, decode,
-                                max_prompt_tokens, progress)
+    samples, responses = sample_rewards(model, tokenizer, prompts, reward, value_cfg.samples_per_prompt, decode,
+                                        max_prompt_tokens, progress)
     sample_seconds = time.time() - start
     states = prompt_states(model, encode_prompts(tokenizer, prompts, max_prompt_tokens), tokenizer.pad_token_id)
-    head, report = fit_value(states, samples.mean(axis=1), reward.max_total, value_cfg, progress)
+    replies = np.array(responses, dtype=object).reshape(samples.shape)
+    head, report = fit_value(states, samples.mean(axis=1), reward.max_total, value_cfg, progress,
+                             prompts=list(prompts), replies=replies, reward=reward)
     report.update({"sample_seconds": round(sample_seconds, 1), "fit_seconds": round(time.time() - start - sample_seconds, 1),
                    "reward_mean": float(samples.mean()), "reward_sd": float(samples.std())})
     if value_cfg.samples_per_prompt >= 2:
@@ -58,12 +60,13 @@ def fit_value_estimate(model, tokenizer, prompts, reward, value_cfg: ValueConfig
 
 @torch.no_grad()
 def reference_pass(model, encoded: EncodedPairs, pad_id: int, head=None, batch_size: int = 64,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, prompts=None) -> dict:
     """One forward pass of frozen pi_ref over prompt <eos> response <eos>.
 
     Returns `ref_logp` (a list of per-example response-token log-probs) and, with a value head,
     `value` (V_ref(x) from the prompt positions of the same pass: a causal LM's states at the prompt
-    positions do not depend on the response). `head` is any estimator from `values.fit_value`.
+    positions do not depend on the response). `head` is any estimator from `values.fit_value`;
+    `prompts` (the pairs' prompt texts) is what the "neighbours" estimator needs beside the states.
     The output layer runs at the response positions only (`response_logprobs_from_states`): the same
     log-probs as the full softmax (bit for bit on chitchat's 20,000 pairs), about a third faster.
     """
@@ -83,7 +86,7 @@ def reference_pass(model, encoded: EncodedPairs, pad_id: int, head=None, batch_s
             ref_logp[i] = logp[b][mask[b]].clone()
         if head is not None:
             states = [layer_states(out.hidden_states, b, encoded.response_start[i]) for b, i in enumerate(idx)]
-            values[idx] = head.predict(states)
+            values[idx] = head.predict(states, [prompts[i] for i in idx] if prompts is not None else None)
     result = {"ref_logp": ref_logp}
     if head is not None:
         result["value"] = values

@@ -116,7 +116,7 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     value_prompts = task.data["validation"]["prompt"][:cfg.n_value_prompts]
     reward_key = {k: v for k, v in task.reward_stats.items() if "seconds" not in k}  # timings differ per build
     inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "pool": dataset_digest(pool),
-              "reward": reward_key, "n_offline": cfg.n_offline, "value": asdict(cfg.value),
+              "reward": reward_key, "n_offline": cfg.n_offline, "value": cfg.value.cache_inputs(),
               "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
     encoded = encode_split(tokenizer, train, model_cfg)
 
@@ -124,7 +124,7 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
         head, report = fit_value_estimate(model, tokenizer, value_prompts, task.train_reward, cfg.value, cfg.decode,
                                           model_cfg.max_prompt_tokens)
         torch.save(head.state_dict(), folder / "value_head.pt")
-        passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head)
+        passed = reference_pass(model, encoded, tokenizer.pad_token_id, head=head, prompts=list(train["prompt"]))
         scores = task.offline_rewards(train)
         summary = advantage_summary(scores["total"], passed["value"])
         arrays = {"index": pick, "value": passed["value"], "advantage": summary["advantage"],

@@ -25,16 +25,26 @@ from alol_min.reference import encode_split
 from alol_min.values import ValueConfig, fit_value, noise_ceiling, prompt_states, r2_score
 
 
-def cross_validated_r2(states, targets, max_value, cfg, folds=5, extra_states=(), extra_targets=()):
-    """Pooled held-out R^2: each prompt predicted by a V that never saw it (extras are always fit on)."""
+def cross_validated_r2(states, targets, max_value, cfg, folds=5, extra_states=(), extra_targets=(), texts=None,
+                       extra_texts=None, reward=None):
+    """Pooled held-out R^2: each prompt predicted by a V that never saw it (extras are always fit on).
+
+    `texts` / `extra_texts`: (prompts, replies [N, k]) and `reward`, which the "neighbours" estimator reads.
+    """
     order = np.random.default_rng(cfg.seed).permutation(len(states))
     prediction = np.zeros(len(states))
     all_states = list(states) + list(extra_states)
     all_targets = np.concatenate([targets, np.asarray(extra_targets, float)])
+    prompts = replies = None
+    if texts is not None:
+        more = extra_texts or ([], np.zeros((0, np.shape(texts[1])[1]), dtype=object))
+        prompts = list(texts[0]) + list(more[0])
+        replies = np.concatenate([np.asarray(texts[1], dtype=object), np.asarray(more[1], dtype=object)])
     for fold in range(folds):
         held = order[fold::folds].tolist()
-        head, _ = fit_value(all_states, all_targets, max_value, cfg, heldout=held)
-        prediction[held] = head.predict([states[i] for i in held])
+        head, _ = fit_value(all_states, all_targets, max_value, cfg, heldout=held, prompts=prompts, replies=replies,
+                            reward=reward)
+        prediction[held] = head.predict([states[i] for i in held], [prompts[i] for i in held] if prompts else None)
     return r2_score(prediction, targets), prediction
 
 
@@ -131,9 +141,14 @@ def main():
         family = np.array(train["family"])
         result["value_by_family"] = {f: round(float(passed["value"][family == f].mean()), 4) for f in set(family)}
     result["offline_reward_mean"] = {k: round(float(v.mean()), 4) for k, v in rewards.items()}
+    write_result(result, args.out)
+
+
+def write_result(result: dict, out: str | None) -> None:
+    """Print the JSON summary and, with `--out`, write it to that file."""
     print(json.dumps(result, indent=1))
-    if args.out:
-        with open(args.out, "w") as handle:
+    if out:
+        with open(out, "w") as handle:
             json.dump(result, handle, indent=1)
 
 

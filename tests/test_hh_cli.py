@@ -82,12 +82,13 @@ def test_hh_pipeline_with_a_sequence_classifier_reward_from_one_file(hh_folder, 
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=1024, num_labels=1, initializer_range=0.5)).save_pretrained(rm)
     out = _run(["--source", str(source), "--model", "micro", "--method", "nll,a_lol", "--reward-model", str(rm),
-                "--out", str(tmp_path / "results"), *SMALL], tmp_path)
+                "--value-estimator", "neighbours", "--out", str(tmp_path / "results"), *SMALL], tmp_path)
     assert "train 268, validation 24, test 8" in out  # one file: validation and test held out of it
     rows = _summary(tmp_path / "results")
     assert [r["method"] for r in rows] == ["pi_ref", "nll", "a_lol"]
     prepare = json.loads((tmp_path / "results" / "hh" / "prepare.json").read_text())
     assert prepare["reward"]["reward_model"] == str(rm) and prepare["reward"]["format"] == "oasst"
+    assert prepare["value"]["estimator"] == "neighbours"  # V borrowed replies, scored by the classifier reward
 
 
 @pytest.mark.slow  # ~60-125 s on 2 shared CPU cores: loading the GGUF and a 135M step dominate

@@ -54,6 +54,32 @@ def test_reference_pass_matches_the_model(offline_setup):
         assert torch.allclose(logp[b][mask[b].bool()], data.ref_logp[i], atol=1e-5)
 
 
+def test_neighbours_value_in_the_reference_pass(micro_policy, chitchat_small):
+    """The pass sorts pairs by length: each prompt's text must still reach its own states."""
+    from alol_min.batching import encode_prompts
+    from alol_min.values import prompt_states
+
+    model, tokenizer, cfg = micro_policy
+    value_cfg = ValueConfig(estimator="neighbours", samples_per_prompt=2, neighbours=4, replies_per_neighbour=2)
+    head, report = fit_value_estimate(model, tokenizer, chitchat_small["validation"]["prompt"][:40], LengthReward(),
+                                      value_cfg, DecodeConfig(max_new_tokens=8), cfg.max_prompt_tokens)
+    assert report["estimator"] == "neighbours" and len(head.bank_prompts) == 32
+    train = chitchat_small["train"].select(range(30))
+    enc = encode_pairs(tokenizer, train["prompt"], train["response"], cfg.max_prompt_tokens, cfg.max_response_tokens)
+    passed = reference_pass(model, enc, tokenizer.pad_token_id, head=head, batch_size=8, prompts=train["prompt"])
+    states = prompt_states(model, encode_prompts(tokenizer, train["prompt"], cfg.max_prompt_tokens), tokenizer.pad_token_id)
+    assert np.allclose(passed["value"], head.predict(states, train["prompt"]), atol=1e-5)
+    with pytest.raises(ValueError, match="prompt's text"):
+        reference_pass(model, enc, tokenizer.pad_token_id, head=head)
+
+    class TextHead:  # V = 1000 x (prompt tokens) + characters of the prompt text: any mix-up shows
+        def predict(self, states, prompts):
+            return np.array([1000.0 * s.shape[1] + len(p) for s, p in zip(states, prompts)])
+
+    passed = reference_pass(model, enc, tokenizer.pad_token_id, head=TextHead(), batch_size=8, prompts=train["prompt"])
+    assert np.array_equal(passed["value"], [1000.0 * len(s[0]) + len(p) for s, p in zip(states, train["prompt"])])
+
+
 def test_value_report_and_advantages(offline_setup):
     _, _, data, report, summary = offline_setup
     assert report["samples"].shape == (60, 2)

@@ -110,3 +110,71 @@ def test_prompt_states_do_not_depend_on_batch_padding():
     assert alone.shape == (3, 3, 32)  # [embeddings + 2 layers, L, d]
     assert torch.allclose(alone, batched, atol=1e-5)
     assert np.allclose(pooled_features([alone]), pooled_features([batched]), atol=1e-5)
+
+
+class _PairReward:
+    """R(x, y) = x's own score, read from its text, + 0.1 when y is the reply written for x."""
+
+    components = ("own", "match")
+    max_total = 1.1
+
+    def __call__(self, prompts, responses):
+        own = np.array([int(p.split()[1]) / 10 for p in prompts])
+        match = np.array([0.1 * (r == f"reply to {p}") for p, r in zip(prompts, responses)])
+        return {"own": own, "match": match, "total": own + match}
+
+
+def _pair_task(n=150):
+    prompts = [f"prompt {i % 10} #{i}" for i in range(n)]
+    replies = np.array([[f"reply to {p}"] * 2 for p in prompts], dtype=object)
+    targets = _PairReward()(prompts, [f"reply to {p}" for p in prompts])["total"]
+    return _layered(_states(n, seed=5)), prompts, replies, targets  # states: noise, unrelated to the reward
+
+
+def test_neighbours_value_reads_the_reward_of_x_where_the_states_say_nothing():
+    from alol_min.values import NeighbourValue
+
+    states, prompts, replies, targets = _pair_task()
+    ridge, ridge_report = fit_value(states, targets, 1.1, ValueConfig(estimator="ridge"))
+    cfg = ValueConfig(estimator="neighbours", neighbours=8, replies_per_neighbour=2)
+    value, report = fit_value(states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward())
+    assert ridge_report["heldout_r2"] < 0.3 < 0.9 < report["heldout_r2"]
+    assert isinstance(value, NeighbourValue) and report["replies_per_neighbour"] == 2
+    held = report["heldout_indices"]
+    # the held-out prompts' replies never enter the bank
+    assert not {f"reply to {prompts[i]}" for i in held} & set(value.bank_replies.ravel())
+    # while fitting, a prompt's own replies are left out of its T (with them, "match" would be > 0)
+    assert sorted(value.bank_prompts) == sorted(prompts[i] for i in range(len(prompts)) if i not in set(held))
+    match, units = value.outputs.index("match"), value.bank_units.numpy()
+    assert (value.borrowed(value.bank_prompts, units, leave_out_self=True)[:, match] == 0).all()
+    assert (value.borrowed(value.bank_prompts, units, leave_out_self=False)[:, match] > 0).all()
+    with pytest.raises(ValueError, match="prompt's text"):
+        value.predict([states[i] for i in held])
+
+
+def test_neighbours_value_asks_for_what_it_needs():
+    states, prompts, replies, targets = _pair_task(20)
+    with pytest.raises(ValueError, match="prompts=, replies=, reward="):
+        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts, replies=replies)
+    class NaNReward(_PairReward):
+        def __call__(self, prompts, responses):
+            scores = super().__call__(prompts, responses)
+            scores["own"][[p.endswith("#7") for p in prompts]] = np.nan
+            return scores
+
+    with pytest.raises(ValueError, match="non-finite score for prompt .*#7"):
+        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts, replies=replies,
+                  reward=NaNReward())
+    with pytest.raises(ValueError, match="row of k replies"):
+        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts,
+                  replies=replies.ravel(), reward=_PairReward())
+
+
+def test_value_cache_inputs_keep_older_keys():
+    from dataclasses import asdict
+
+    ridge = ValueConfig()
+    assert "neighbours" not in ridge.cache_inputs()
+    assert ridge.cache_inputs() == {k: v for k, v in asdict(ridge).items()
+                                    if k not in ("neighbours", "replies_per_neighbour")}
+    assert ValueConfig(estimator="neighbours", neighbours=16).cache_inputs()["neighbours"] == 16
