@@ -178,21 +178,46 @@ class NeighbourValue(nn.Module):
     the reward reads the pair (chitchat's relevance), T says how well pi_ref's typical reply to such a
     prompt fits this one. Not in the paper. On chitchat (3,000 extra fit prompts, m = 32, r = 4) it
     takes V from 74% to 81.5% of the noise ceiling (README, bench/value_neighbours.py), at m r
-    reward calls per prompt; with a bank of only 800 prompts it adds nothing.
+    reward calls per prompt; with a bank of only 800 prompts it adds nothing. Leaving x out is by
+    bank row: a prompt text that occurs twice in the fit set borrows its twin's replies.
+
+    The state dict holds the bank's texts too (`get_extra_state`); `NeighbourValue.load` rebuilds V
+    from it and the reward.
     """
 
-    def __init__(self, n_features: int, max_value: float, neighbours: int = 32, replies_per_neighbour: int = 4):
+    def __init__(self, n_features: int, max_value: float, neighbours: int = 32, replies_per_neighbour: int = 4,
+                 n_bank: int = 0, n_outputs: int = 0):
         super().__init__()
         self.max_value = float(max_value)
         self.neighbours, self.replies_per_neighbour = neighbours, replies_per_neighbour
         for name in ("mean", "scale"):
             self.register_buffer(name, torch.zeros(n_features, dtype=torch.float64))
-        self.register_buffer("bank_units", torch.zeros(0, n_features, dtype=torch.float64))
+        self.register_buffer("bank_units", torch.zeros(n_bank, n_features, dtype=torch.float64))
         self.bank_prompts: list[str] = []  # x_j, the fit prompts, in the bank's row order
         self.bank_replies: np.ndarray = np.zeros((0, 0), dtype=object)  # Y_j: [n_fit, r] reply texts
         self.reward = None
-        self.outputs: list[str] = []
-        self.ridge: RidgeValue | None = None
+        self.outputs: list[str] = []  # the reward's outputs c, in T's column order
+        self.ridge = RidgeValue(n_features + n_outputs, max_value)
+
+    def get_extra_state(self) -> dict:
+        return {"bank_prompts": list(self.bank_prompts), "bank_replies": self.bank_replies.tolist(),
+                "outputs": list(self.outputs), "neighbours": self.neighbours,
+                "replies_per_neighbour": self.replies_per_neighbour}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.bank_prompts, self.outputs = list(state["bank_prompts"]), list(state["outputs"])
+        self.bank_replies = np.array(state["bank_replies"], dtype=object).reshape(len(self.bank_prompts), -1)
+        self.neighbours, self.replies_per_neighbour = state["neighbours"], state["replies_per_neighbour"]
+
+    @classmethod
+    def load(cls, state_dict: dict, reward, max_value: float) -> "NeighbourValue":
+        """The V whose `state_dict()` this is, scoring with `reward` (not saved: pass the one it was fit with)."""
+        extra = state_dict["_extra_state"]
+        value = cls(len(state_dict["mean"]), max_value, extra["neighbours"], extra["replies_per_neighbour"],
+                    n_bank=len(extra["bank_prompts"]), n_outputs=len(extra["outputs"]))
+        value.load_state_dict(state_dict)
+        value.__dict__["reward"] = reward
+        return value
 
     def fit(self, states: list[torch.Tensor], prompts, replies, targets: np.ndarray, reward, seed: int = 0,
             progress: bool = False) -> "NeighbourValue":
@@ -206,6 +231,7 @@ class NeighbourValue(nn.Module):
         self.scale.copy_(torch.as_tensor(phi.std(0) + 1e-6))
         self.bank_units = torch.as_tensor(self._units(phi))
         self.bank_prompts, self.bank_replies = list(prompts), replies[:, :self.replies_per_neighbour]
+        self.outputs = []  # set from the reward's first scores
         self.__dict__["reward"] = reward  # a plain attribute even if the reward is an nn.Module: not in the state dict
         features = np.c_[phi, self.borrowed(self.bank_prompts, self.bank_units.numpy(), leave_out_self=True,
                                             progress=progress)]
@@ -227,7 +253,7 @@ class NeighbourValue(nn.Module):
         bank = self.bank_units.numpy()
         if leave_out_self and len(prompts) != len(bank):
             raise ValueError(f"leave_out_self needs the bank's own {len(bank)} prompts, got {len(prompts)}")
-        m = min(self.neighbours, len(bank) - int(leave_out_self))
+        m = min(self.neighbours, len(bank) - 1)  # the same m while fitting (x left out) and predicting
         if m < 1:
             raise ValueError(f"NeighbourValue needs at least 2 fit prompts, got {len(bank)}")
         r = self.bank_replies.shape[1]

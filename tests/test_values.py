@@ -148,8 +148,23 @@ def test_neighbours_value_reads_the_reward_of_x_where_the_states_say_nothing():
     match, units = value.outputs.index("match"), value.bank_units.numpy()
     assert (value.borrowed(value.bank_prompts, units, leave_out_self=True)[:, match] == 0).all()
     assert (value.borrowed(value.bank_prompts, units, leave_out_self=False)[:, match] > 0).all()
+    # the same T in chunks of 7 (row i of chunk c is bank row 7c + i)
+    assert np.array_equal(value.borrowed(value.bank_prompts, units, leave_out_self=True, chunk=7),
+                          value.borrowed(value.bank_prompts, units, leave_out_self=True))
     with pytest.raises(ValueError, match="prompt's text"):
         value.predict([states[i] for i in held])
+
+
+def test_neighbours_value_reloads_from_its_state_dict(tmp_path):
+    from alol_min.values import NeighbourValue
+
+    states, prompts, replies, targets = _pair_task(60)
+    cfg = ValueConfig(estimator="neighbours", neighbours=5, replies_per_neighbour=1)
+    value, _ = fit_value(states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward())
+    torch.save(value.state_dict(), tmp_path / "value_head.pt")
+    loaded = NeighbourValue.load(torch.load(tmp_path / "value_head.pt", weights_only=True), _PairReward(), 1.1)
+    assert loaded.bank_prompts == value.bank_prompts and loaded.bank_replies.shape == (48, 1)
+    assert np.array_equal(loaded.predict(states, prompts), value.predict(states, prompts))
 
 
 def test_neighbours_value_asks_for_what_it_needs():
@@ -171,10 +186,18 @@ def test_neighbours_value_asks_for_what_it_needs():
 
 
 def test_value_cache_inputs_keep_older_keys():
-    from dataclasses import asdict
+    from alol_min.cache import cache_key
+    from alol_min.cli import build_parser
+    from alol_min.values import ESTIMATORS
 
-    ridge = ValueConfig()
-    assert "neighbours" not in ridge.cache_inputs()
-    assert ridge.cache_inputs() == {k: v for k, v in asdict(ridge).items()
-                                    if k not in ("neighbours", "replies_per_neighbour")}
+    # the fields of ValueConfig before the neighbours estimator: keys of cached ridge / attention runs
+    older = ["estimator", "samples_per_prompt", "epochs", "lr", "weight_decay", "batch_size", "dropout",
+             "holdout_fraction", "seed"]
+    assert list(ValueConfig().cache_inputs()) == older
+    assert list(ValueConfig(estimator="attention", seed=3).cache_inputs()) == older
+    assert cache_key(ValueConfig().cache_inputs()) == cache_key(
+        {"estimator": "ridge", "samples_per_prompt": 4, "epochs": 40, "lr": 1e-3, "weight_decay": 0.01,
+         "batch_size": 32, "dropout": 0.1, "holdout_fraction": 0.2, "seed": 0})
     assert ValueConfig(estimator="neighbours", neighbours=16).cache_inputs()["neighbours"] == 16
+    hh = build_parser()._subparsers._group_actions[0].choices["hh"]
+    assert tuple(next(a for a in hh._actions if a.dest == "value_estimator").choices) == ESTIMATORS
