@@ -71,15 +71,17 @@ _NEUTRAL = {"grad_checkpointing": None, "bf16": False, "grad_accum": 1}
 
 
 def config_inputs(cfg) -> dict:
-    """asdict(cfg) for a cache key, minus options that leave the result unchanged (`_NEUTRAL`).
+    """asdict(cfg) for a cache key, minus options that leave the result unchanged (`_NEUTRAL`, and
+    the fields a config names in `unused_fields()`, e.g. another estimator's options).
 
     Gradient checkpointing never changes the result; bf16 off and grad_accum 1 are the plain
     computation. Leaving them out keeps keys (and cached artifacts) valid when such options are added.
     """
     from dataclasses import asdict
 
+    unused = set(cfg.unused_fields()) if hasattr(cfg, "unused_fields") else set()
     return {k: v for k, v in asdict(cfg).items()
-            if not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))}
+            if k not in unused and not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))}
 
 
 def load_or_build(kind: str, inputs: dict, build, *, root: Path | None = None, verbose: bool = True) -> Path:

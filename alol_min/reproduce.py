@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import cache_key, dataset_digest, load_or_build
+from .cache import cache_key, config_inputs, dataset_digest, load_or_build
 from .data import ChitchatConfig
 from .evaluation import evaluate_policy
 from .generation import DecodeConfig
@@ -116,7 +116,7 @@ def prepare_offline(cfg: ReproduceConfig, task, model, tokenizer, model_cfg, ref
     value_prompts = task.data["validation"]["prompt"][:cfg.n_value_prompts]
     reward_key = {k: v for k, v in task.reward_stats.items() if "seconds" not in k}  # timings differ per build
     inputs = {"task": cfg.task, "pi_ref": str(ref_folder.name), "pool": dataset_digest(pool),
-              "reward": reward_key, "n_offline": cfg.n_offline, "value": cfg.value.cache_inputs(),
+              "reward": reward_key, "n_offline": cfg.n_offline, "value": config_inputs(cfg.value),
               "decode": asdict(cfg.decode), "prompts": cache_key({"p": value_prompts})}
     encoded = encode_split(tokenizer, train, model_cfg)
 

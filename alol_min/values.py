@@ -324,15 +324,10 @@ class ValueConfig:
     seed: int = 0
     """Seed of the head's init, the holdout split and the batch order."""
 
-    def cache_inputs(self) -> dict:
-        """The fields for a cache key; the neighbours options only with that estimator (older keys stay valid)."""
-        from dataclasses import asdict
-
-        fields = asdict(self)
-        if self.estimator != "neighbours":
-            fields.pop("neighbours")
-            fields.pop("replies_per_neighbour")
-        return fields
+    def unused_fields(self) -> tuple[str, ...]:
+        """Options the chosen estimator ignores, left out of cache keys (`cache.config_inputs`): the
+        neighbours options unless that estimator is used, so older ridge / attention keys stay valid."""
+        return () if self.estimator == "neighbours" else ("neighbours", "replies_per_neighbour")
 
 
 def r2_score(prediction, target) -> float:
@@ -388,8 +383,8 @@ def fit_value(states: list[torch.Tensor], targets, max_value: float, cfg: ValueC
         estimator = RidgeValue(features.shape[1], max_value).fit(features[rest], targets[rest], seed=cfg.seed)
         report = {"estimator": "ridge", "n_fit": len(rest), "n_heldout": len(held), "alpha": float(estimator.alpha)}
     elif cfg.estimator == "neighbours":
-        estimator = NeighbourValue(states[0].shape[0] * states[0].shape[-1] + states[0].shape[-1], max_value,
-                                   cfg.neighbours, cfg.replies_per_neighbour)
+        estimator = NeighbourValue(pooled_features(states[:1]).shape[1], max_value, cfg.neighbours,
+                                   cfg.replies_per_neighbour)
         estimator.fit([states[i] for i in rest], [prompts[i] for i in rest], np.asarray(replies, dtype=object)[rest],
                       targets[rest], reward, seed=cfg.seed, progress=progress)
         report = {"estimator": "neighbours", "n_fit": len(rest), "n_heldout": len(held),

@@ -186,18 +186,18 @@ def test_neighbours_value_asks_for_what_it_needs():
 
 
 def test_value_cache_inputs_keep_older_keys():
-    from alol_min.cache import cache_key
+    from alol_min.cache import cache_key, config_inputs
     from alol_min.cli import build_parser
     from alol_min.values import ESTIMATORS
 
     # the fields of ValueConfig before the neighbours estimator: keys of cached ridge / attention runs
     older = ["estimator", "samples_per_prompt", "epochs", "lr", "weight_decay", "batch_size", "dropout",
              "holdout_fraction", "seed"]
-    assert list(ValueConfig().cache_inputs()) == older
-    assert list(ValueConfig(estimator="attention", seed=3).cache_inputs()) == older
-    assert cache_key(ValueConfig().cache_inputs()) == cache_key(
+    assert list(config_inputs(ValueConfig())) == older
+    assert list(config_inputs(ValueConfig(estimator="attention", seed=3))) == older
+    assert cache_key(config_inputs(ValueConfig())) == cache_key(
         {"estimator": "ridge", "samples_per_prompt": 4, "epochs": 40, "lr": 1e-3, "weight_decay": 0.01,
          "batch_size": 32, "dropout": 0.1, "holdout_fraction": 0.2, "seed": 0})
-    assert ValueConfig(estimator="neighbours", neighbours=16).cache_inputs()["neighbours"] == 16
+    assert config_inputs(ValueConfig(estimator="neighbours", neighbours=16))["neighbours"] == 16
     hh = build_parser()._subparsers._group_actions[0].choices["hh"]
     assert tuple(next(a for a in hh._actions if a.dest == "value_estimator").choices) == ESTIMATORS
