@@ -1,10 +1,10 @@
-# `make reproduce` and `make test` each set up .venv from the project's own files on a fresh
-# machine (Python >= 3.10, no GPU, no Hugging Face Hub needed).
+# `make reproduce`, `make check`, `make test` and `make lab` each set up .venv from the project's own
+# files on a fresh machine (Python >= 3.10, no GPU, no Hugging Face Hub needed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv reproduce test train-ref clean-cache
+.PHONY: venv reproduce check test lint lab train-ref clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,13 +17,23 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 reproduce: venv  ## the main job on the embedded default task
-	$(OFFLINE) $(PY) -m alol_min reproduce
+	$(OFFLINE) $(PY) -m alol_min reproduce --out-dir runs --figures-dir runs/figures
 
-train-ref: venv
-	$(OFFLINE) $(PY) -m alol_min train-ref
+lint: venv  ## ruff: lint and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+check: lint  ## the fast tier: lint, unit tests and CLI checks (no smoke runs of whole jobs, no notebooks)
+	$(OFFLINE) $(PY) -m pytest tests -m "not slow" -p no:cacheprovider -q
 
 test: venv  ## unit tests, smoke runs and the notebooks under nbval
 	$(OFFLINE) $(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+lab: venv  ## JupyterLab on the notebooks
+	$(OFFLINE) $(PY) -m jupyter lab notebooks/
+
+train-ref: venv
+	$(OFFLINE) $(PY) -m alol_min train-ref
 
 clean-cache:
 	rm -rf $${ALOL_MIN_CACHE:-$$HOME/.cache/alol-min}

@@ -1,3 +1,3 @@
-from .cli import main
+from alol_min.cli import main
 
 main()

@@ -3,8 +3,8 @@
     A(x, y) = R(x, y, *) - V_ref(x)
 
 A is the advantage of the *frozen* pi_ref, so it is computed once before training and never
-re-estimated for pi_theta (spec section 1). Points with A <= 0 are discarded: the leftovers, a
-share p of the data (~0.67 for HHA), are sampled with probability (spec section 4)
+re-estimated for pi_theta (docs/method.md §5). Points with A <= 0 are discarded: the leftovers, a
+share p of the data (~0.67 for HHA), are sampled with probability (docs/method.md §6)
 
     p_i = max(A_i, 0) / sum_j max(A_j, 0)
 
@@ -16,6 +16,7 @@ Multi-process training: every rank seeds its own generator with the same seed, d
 disjoint positions of one i.i.d. batch that together cover it, so N ranks train on exactly the
 batch one process would have drawn. `WeightedSampler(..., rank=, world_size=)` does this.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -30,7 +31,11 @@ priority sampling, the code's `good_priority`); positive_uniform: uniform over A
 
 
 def _check_finite(x, name: str) -> None:
-    finite = torch.isfinite(x).all() if isinstance(x, Tensor) else np.isfinite(np.asarray(x, float)).all()
+    finite = (
+        torch.isfinite(x).all()
+        if isinstance(x, Tensor)
+        else np.isfinite(np.asarray(x, float)).all()
+    )
     if not finite:
         raise ValueError(f"{name} contains NaN or inf")
 
@@ -39,7 +44,9 @@ def compute_advantage(reward, value):
     """A = R - V_ref(x), elementwise. numpy in -> numpy out, torch in -> torch out (detached:
     A is a constant for the policy). reward and value must have the same shape."""
     if tuple(np.shape(reward)) != tuple(np.shape(value)):
-        raise ValueError(f"reward shape {tuple(np.shape(reward))} != value shape {tuple(np.shape(value))}")
+        raise ValueError(
+            f"reward shape {tuple(np.shape(reward))} != value shape {tuple(np.shape(value))}"
+        )
     _check_finite(reward, "reward")
     _check_finite(value, "value")
     if isinstance(reward, Tensor):
@@ -59,7 +66,9 @@ def leftover_fraction(advantage) -> float:
     return (a > 0).double().mean().item()
 
 
-def sampling_weights(kind: str, *, reward=None, advantage=None, num_examples: int | None = None) -> Tensor:
+def sampling_weights(
+    kind: str, *, reward=None, advantage=None, num_examples: int | None = None
+) -> Tensor:
     """Unnormalised sampling weights w [N] (float64, CPU); p_i = w_i / sum_j w_j.
 
         uniform            w_i = 1                 (N from num_examples, reward or advantage)
@@ -85,7 +94,9 @@ def sampling_weights(kind: str, *, reward=None, advantage=None, num_examples: in
         x = torch.as_tensor(x, dtype=torch.float64).detach().cpu().reshape(-1)
         _check_finite(x, name)
         if kind == "reward" and (x < 0).any():
-            raise ValueError(f"sampler 'reward' needs R >= 0 (p ~ R), got min R = {x.min().item():.4g}")
+            raise ValueError(
+                f"sampler 'reward' needs R >= 0 (p ~ R), got min R = {x.min().item():.4g}"
+            )
         if kind == "reward":
             w = x
         elif kind == "advantage":
@@ -93,7 +104,9 @@ def sampling_weights(kind: str, *, reward=None, advantage=None, num_examples: in
         else:
             w = (x > 0).double()
         if not (w > 0).any():
-            raise ValueError(f"sampler {kind!r}: every weight is 0, nothing to sample (no {name} > 0)")
+            raise ValueError(
+                f"sampler {kind!r}: every weight is 0, nothing to sample (no {name} > 0)"
+            )
     return w
 
 
@@ -118,7 +131,9 @@ def rank_slice(batch: Tensor, rank: int, world_size: int) -> Tensor:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
     if len(batch) % world_size:
-        raise ValueError(f"global batch size {len(batch)} is not a multiple of world_size {world_size}")
+        raise ValueError(
+            f"global batch size {len(batch)} is not a multiple of world_size {world_size}"
+        )
     return batch[rank::world_size]
 
 
@@ -130,10 +145,19 @@ class WeightedSampler:
     continues the generator's stream; it does not replay the same batches.
     """
 
-    def __init__(self, weights: Tensor, batch_size: int, generator: torch.Generator,
-                 num_batches: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        weights: Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        num_batches: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not a multiple of world_size {world_size}")
+            raise ValueError(
+                f"batch_size {batch_size} is not a multiple of world_size {world_size}"
+            )
         self.weights, self.batch_size, self.generator = weights, batch_size, generator
         self.num_batches, self.rank, self.world_size = num_batches, rank, world_size
 
@@ -148,7 +172,7 @@ class WeightedSampler:
 
 def scaled_step_budget(steps: int, positive_fraction: float) -> int:
     """int(steps * p), at least 1: A-LoL trains only on the leftover share p of the data, so the
-    HHA trainer gives it int(9000 p) optimiser steps instead of 9000 (spec section 4)."""
+    HHA trainer gives it int(9000 p) optimiser steps instead of 9000 (docs/method.md §6)."""
     if not 0.0 <= positive_fraction <= 1.0:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
     return max(1, int(steps * positive_fraction))

@@ -8,6 +8,7 @@ half-written folder, a corrupted or swapped file) is rebuilt, and the reason is 
 
 Root: $ALOL_MIN_CACHE, else ~/.cache/alol-min.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 SCHEMA = 1  # bump when an artifact's layout changes, so old folders are not mistaken for new ones
@@ -40,10 +42,15 @@ def file_sha256(path: Path) -> str:
 
 
 def write_manifest(folder: Path, key: str, inputs: dict) -> None:
-    files = {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
-             if p.is_file() and p.name != "manifest.json"}
+    files = {
+        str(p.relative_to(folder)): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     manifest = {"key": key, "inputs": inputs, "files": files}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+    (folder / "manifest.json").write_text(
+        json.dumps(manifest, indent=1, sort_keys=True, default=str)
+    )
 
 
 def verify(folder: Path, key: str) -> str | None:
@@ -77,14 +84,18 @@ def config_inputs(cfg) -> dict:
     Gradient checkpointing never changes the result; bf16 off and grad_accum 1 are the plain
     computation. Leaving them out keeps keys (and cached artifacts) valid when such options are added.
     """
-    from dataclasses import asdict
 
     unused = set(cfg.unused_fields()) if hasattr(cfg, "unused_fields") else set()
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in unused and not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))}
+    return {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in unused and not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))
+    }
 
 
-def load_or_build(kind: str, inputs: dict, build, *, root: Path | None = None, verbose: bool = True) -> Path:
+def load_or_build(
+    kind: str, inputs: dict, build, *, root: Path | None = None, verbose: bool = True
+) -> Path:
     """Folder of the artifact `kind` for `inputs`, built with `build(tmp_folder)` if not cached.
 
     `build` writes the artifact's files into the folder it is given; the folder is moved into
@@ -95,7 +106,9 @@ def load_or_build(kind: str, inputs: dict, build, *, root: Path | None = None, v
     reason = verify(folder, key) if folder.exists() else "not cached"
     if reason is None:
         if verbose:
-            print(f"[cache] reusing {kind} {key}", file=sys.stderr)  # stderr: stdout stays the same warm or cold
+            print(
+                f"[cache] reusing {kind} {key}", file=sys.stderr
+            )  # stderr: stdout stays the same warm or cold
         return folder
     if verbose:
         print(f"[cache] building {kind} {key} ({reason})", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Importance weights between the trained policy pi_theta and the frozen reference pi_ref.
 
 A-LoL treats the whole response y as one action, so its importance weight is a ratio of
-sequence probabilities (paper eq. 1; spec section 1):
+sequence probabilities (the paper's A-LoL gradient; docs/method.md §2):
 
     r = pi_theta(y|x) / pi_ref(y|x) = exp( sum_t [log pi_theta(y_t|.) - log pi_ref(y_t|.)] )
 
@@ -16,6 +16,7 @@ Input contract for every function here:
     mask            [B, T]  1 (or True) on response tokens, 0 on padding and prompt
 Positions where mask is 0 are never read, so padding may hold anything (even NaN or -inf).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 
 LOG_RATIO_BOUND = 50.0
 """|log r| is capped here before exp(): a 128-token sequence ratio overflows float32 easily
-(spec section 8.2), and e^50 is far outside any clip range, so the cap never changes a clipped
+(docs/method.md §3), and e^50 is far outside any clip range, so the cap never changes a clipped
 weight."""
 
 
@@ -117,7 +118,7 @@ def clipped_share(log_ratio: Tensor, clip: float | None) -> float:
 def clip_fraction(
     logp: Tensor, ref_logp: Tensor, mask: Tensor, clip: float | None, *, per_token: bool = False
 ) -> float:
-    """Share of importance weights sitting at a clip bound (`clipped_share`), for logging (spec 9.5).
+    """Share of importance weights sitting at a clip bound (`clipped_share`), for logging (docs/method.md §11, claim 5).
 
     per_token=False looks at the sequence weights r (A-LoL, R-LoL); per_token=True at the
     per-token rho_t of response tokens (A-LoL seq).

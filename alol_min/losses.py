@@ -1,7 +1,7 @@
-"""Every method's per-example loss L_i (spec section 2); the trainer takes the batch mean.
+"""Every method's per-example loss L_i (docs/method.md §7); the trainer takes the batch mean.
 
 Notation (paper / spec): l_t = -log pi_theta(y_t | x, y_<t) on response tokens,
-NLL_theta = sum_t l_t (summed over tokens, never averaged: spec section 8.3), R the sequence
+NLL_theta = sum_t l_t (summed over tokens, never averaged: docs/method.md §7.4), R the sequence
 reward, A = R - V_ref(x) the reference-policy advantage, A+ = max(A, 0), sg[.] a stop-gradient,
 r = pi_theta(y|x) / pi_ref(y|x) the sequence importance weight, rho_t its per-token analogue,
 clip(., 1 +- eps) the clamp of `importance.py`.
@@ -16,7 +16,7 @@ clip(., 1 +- eps) the clamp of `importance.py`.
     a_lol_kl        A+ * NLL_theta + beta * (log pi_theta(y|x) - log pi_ref(y|x))
     dpo, dpo_ref_free, pro      pairwise: see `pairwise_loss`
 
-Ablations (spec section 9.3-9.4), registered in METHODS with ablation=True:
+Ablations (docs/method.md §11, claims 3-4), registered in METHODS with ablation=True:
     a_lol_no_clamp     A * sg[clip(r)] * NLL_theta with A allowed negative, sampled uniformly:
                        tests the claim that discarding negative-advantage data matters.
     a_lol_good_random  the a_lol loss, sampled uniformly over A > 0 (the code's `good_random`)
@@ -25,6 +25,7 @@ Ablations (spec section 9.3-9.4), registered in METHODS with ablation=True:
 Every weight (R, A, r, rho_t, pi_theta(y_t)) is a constant, so each gradient is a weighted
 score function, e.g. a_lol: dL_i/dlogp_t = -A+ * clip(r) * mask_t.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,13 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alol_min.importance import sequence_importance_weight, sequence_log_ratio
-from alol_min.importance import token_importance_weights, validate_log_probs
+from alol_min.importance import (
+    sequence_importance_weight,
+    sequence_log_ratio,
+    token_importance_weights,
+    validate_log_probs,
+)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a method needs from the pipeline."""
+    """What a method needs from the pipeline, and how the trainer runs it: the training loop reads
+    only these fields, never a method's name."""
 
     name: str
     """Key in METHODS and the `method` argument of method_loss / pairwise_loss."""
@@ -56,31 +62,46 @@ class MethodSpec:
     """Needs the value estimate V_ref(x), i.e. the advantage A."""
     pairwise: bool = False
     """Trains on (chosen, rejected) pairs through `pairwise_loss`."""
+    importance: str | None = None
+    """The clipped importance weight the loss uses: "sequence" (r), "token" (rho_t) or None. It
+    decides whether `OfflineConfig.clip` applies and which clip fraction is logged."""
+    scales_steps: bool = False
+    """Runs int(steps * p) steps, p = leftover fraction (the paper's budget for A-LoL variants)."""
     ablation: bool = False
-    """Not a method of the paper's tables; a variant for an ablation of spec section 9."""
+    """Not a method of the paper's tables; a variant for an ablation (docs/method.md)."""
 
 
-METHODS: dict[str, MethodSpec] = {m.name: m for m in [
-    MethodSpec("nll", "NLL", "uniform", needs_ref=False, needs_value=False),
-    MethodSpec("wbc", "wBC", "reward", needs_ref=False, needs_value=False),
-    MethodSpec("r_gold", "R-GOLD", "reward", needs_ref=False, needs_value=False),
-    MethodSpec("r_lol", "R-LoL", "reward", needs_ref=True, needs_value=False),
-    MethodSpec("a_lol", "A-LoL", "advantage", needs_ref=True, needs_value=True),
-    MethodSpec("a_lol_ref_free", "A-LoL ref-free", "advantage", needs_ref=False, needs_value=True),
-    MethodSpec("a_lol_seq", "A-LoL seq", "advantage", needs_ref=True, needs_value=True),
-    MethodSpec("a_lol_kl", "A-LoL KL", "advantage", needs_ref=True, needs_value=True),
-    MethodSpec("dpo", "DPO", "uniform", needs_ref=True, needs_value=False, pairwise=True),
-    MethodSpec("dpo_ref_free", "DPO ref-free", "uniform", needs_ref=False, needs_value=False,
-               pairwise=True),
-    MethodSpec("pro", "PRO", "uniform", needs_ref=False, needs_value=False, pairwise=True),
-    MethodSpec("a_lol_no_clamp", "A-LoL (A<0 kept)", "uniform", needs_ref=True,
-               needs_value=True, ablation=True),
-    MethodSpec("a_lol_good_random", "A-LoL (uniform A>0)", "positive_uniform", needs_ref=True,
-               needs_value=True, ablation=True),
-]}
+def _m(name, label, sampler, ref, value, **kw):
+    return MethodSpec(name, label, sampler, needs_ref=ref, needs_value=value, **kw)
 
 
-# ---- single-response methods ------------------------------------------------------------
+METHODS: dict[str, MethodSpec] = {
+    m.name: m
+    for m in [
+        _m("nll", "NLL", "uniform", False, False),
+        _m("wbc", "wBC", "reward", False, False),
+        _m("r_gold", "R-GOLD", "reward", False, False),
+        _m("r_lol", "R-LoL", "reward", True, False, importance="sequence"),
+        _m("a_lol", "A-LoL", "advantage", True, True, importance="sequence", scales_steps=True),
+        _m("a_lol_ref_free", "A-LoL ref-free", "advantage", False, True, scales_steps=True),
+        _m("a_lol_seq", "A-LoL seq", "advantage", True, True, importance="token", scales_steps=True),
+        _m("a_lol_kl", "A-LoL KL", "advantage", True, True, scales_steps=True),
+        _m("dpo", "DPO", "uniform", True, False, pairwise=True),
+        _m("dpo_ref_free", "DPO ref-free", "uniform", False, False, pairwise=True),
+        _m("pro", "PRO", "uniform", False, False, pairwise=True),
+        _m("a_lol_no_clamp", "A-LoL (A<0 kept)", "uniform", True, True, importance="sequence", ablation=True),
+        _m("a_lol_good_random", "A-LoL (uniform A>0)", "positive_uniform", True, True,
+           importance="sequence", ablation=True),
+    ]
+}  # fmt: skip
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The registry entry of `method`; an unknown name is a ValueError listing the valid ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    return METHODS[method]
+
 
 def sequence_nll(logp: Tensor, mask: Tensor) -> Tensor:
     """NLL_theta = -sum_t mask_t * logp_t = -log pi_theta(y|x).  [B]"""
@@ -107,11 +128,14 @@ def r_gold_loss(logp: Tensor, mask: Tensor, reward: Tensor, gold_floor: float = 
 
 def r_lol_loss(logp, mask, ref_logp, reward, clip: float | None = 0.9) -> Tensor:
     """L = R * sg[clip(r, 1 +- eps)] * NLL_theta: A-LoL with the reward in place of A+."""
-    return reward * sequence_importance_weight(logp, ref_logp, mask, clip) * sequence_nll(logp, mask)
+    return (
+        reward * sequence_importance_weight(logp, ref_logp, mask, clip) * sequence_nll(logp, mask)
+    )
 
 
-def a_lol_loss(logp, mask, ref_logp, advantage, clip: float | None = 0.9,
-               clamp_advantage: bool = True) -> Tensor:
+def a_lol_loss(
+    logp, mask, ref_logp, advantage, clip: float | None = 0.9, clamp_advantage: bool = True
+) -> Tensor:
     """L = A+ * sg[clip(r, 1 +- eps)] * NLL_theta,  A+ = max(A, 0).
 
     Gradient: -A+ * clip(r) * grad log pi_theta(y|x), the paper's eq. 1 with a bounded weight.
@@ -119,7 +143,7 @@ def a_lol_loss(logp, mask, ref_logp, advantage, clip: float | None = 0.9,
     pushed *down* with weight |A| * clip(r).
 
     Two differences from the paper's HHA code, both deliberate:
-    - The code recomputes A online from pi_ref's hidden states every step (spec section 8.7);
+    - The code recomputes A online from pi_ref's hidden states every step (docs/method.md §7.4);
       here A is precomputed once: pi_ref and V_ref are frozen, so it is the same number (up
       to the value head's dropout noise, which the code leaves on).
     - The code runs a second frozen pi_ref forward every step for NLL_ref; here pi_ref's
@@ -151,7 +175,7 @@ def a_lol_kl_loss(logp, mask, ref_logp, advantage, kl_beta: float) -> Tensor:
     The KL term is a one-sample estimate on the dataset response and is differentiable through
     pi_theta; there is no importance weight (the HHA code runs it as a_lol with eps = 0).
     Gradient: -(A+ - beta) * grad log pi_theta(y|x), i.e. ref-free A-LoL with A+ shifted down by
-    beta, so points with 0 < A < beta are pushed down (spec section 2).
+    beta, so points with 0 < A < beta are pushed down (docs/method.md §7).
     """
     kl = sequence_log_ratio(logp, ref_logp, mask)
     return advantage.clamp(min=0.0) * sequence_nll(logp, mask) + kl_beta * kl
@@ -159,8 +183,16 @@ def a_lol_kl_loss(logp, mask, ref_logp, advantage, kl_beta: float) -> Tensor:
 
 # ---- pairwise methods -------------------------------------------------------------------
 
-def dpo_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected,
-             ref_logp_chosen=None, ref_logp_rejected=None, beta: float = 0.1) -> Tensor:
+
+def dpo_loss(
+    logp_chosen,
+    mask_chosen,
+    logp_rejected,
+    mask_rejected,
+    ref_logp_chosen=None,
+    ref_logp_rejected=None,
+    beta: float = 0.1,
+) -> Tensor:
     """L = -log sigma(beta * [(log pi_theta(y_w) - log pi_theta(y_l))
                               - (log pi_ref(y_w) - log pi_ref(y_l))])
 
@@ -169,13 +201,22 @@ def dpo_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected,
     """
     h = sequence_nll(logp_rejected, mask_rejected) - sequence_nll(logp_chosen, mask_chosen)
     if ref_logp_chosen is not None:
-        h = h - (sequence_nll(ref_logp_rejected, mask_rejected)
-                 - sequence_nll(ref_logp_chosen, mask_chosen))
+        h = h - (
+            sequence_nll(ref_logp_rejected, mask_rejected)
+            - sequence_nll(ref_logp_chosen, mask_chosen)
+        )
     return F.softplus(-beta * h)
 
 
-def pro_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected,
-             reward_chosen, reward_rejected, sft_weight: float = 0.05) -> Tensor:
+def pro_loss(
+    logp_chosen,
+    mask_chosen,
+    logp_rejected,
+    mask_rejected,
+    reward_chosen,
+    reward_rejected,
+    sft_weight: float = 0.05,
+) -> Tensor:
     """PRO with a ranking of length 2; candidate 0 = chosen (ranked first), 1 = rejected.
 
         s_k  = (1/|y_k|) sum_t log pi_theta(y_k,t|.)         length-normalised score
@@ -199,15 +240,17 @@ def pro_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected,
 
 # ---- entry points -----------------------------------------------------------------------
 
+
 def _spec(method: str, pairwise: bool) -> MethodSpec:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    spec = METHODS[method]
+    spec = method_spec(method)
     if spec.pairwise != pairwise:
-        entry, other = ("pairwise_loss", "method_loss") if pairwise else ("method_loss", "pairwise_loss")
+        entry, other = (
+            ("pairwise_loss", "method_loss") if pairwise else ("method_loss", "pairwise_loss")
+        )
         valid = [m for m, s in METHODS.items() if s.pairwise == pairwise]
-        raise ValueError(f"method {method!r} is not for {entry} (use {other}); "
-                         f"{entry} takes: {', '.join(valid)}")
+        raise ValueError(
+            f"method {method!r} is not for {entry} (use {other}); {entry} takes: {', '.join(valid)}"
+        )
     return spec
 
 
@@ -217,7 +260,9 @@ def _per_example(x, name: str, method: str, like: Tensor) -> Tensor:
         raise ValueError(f"method {method!r} needs {name}")
     x = torch.as_tensor(x).detach().to(device=like.device, dtype=like.dtype)
     if x.shape != like.shape[:1]:
-        raise ValueError(f"{name} must have shape [B] = {tuple(like.shape[:1])}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape [B] = {tuple(like.shape[:1])}, got {tuple(x.shape)}"
+        )
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf (method {method!r})")
     return x
@@ -229,9 +274,18 @@ def _ref(ref_logp, name: str, method: str) -> Tensor:
     return ref_logp.detach()
 
 
-def method_loss(method: str, *, logp: Tensor, mask: Tensor, ref_logp: Tensor | None = None,
-                reward=None, advantage=None, clip: float | None = 0.9, kl_beta: float = 0.0,
-                gold_floor: float = 0.1) -> Tensor:
+def method_loss(
+    method: str,
+    *,
+    logp: Tensor,
+    mask: Tensor,
+    ref_logp: Tensor | None = None,
+    reward=None,
+    advantage=None,
+    clip: float | None = 0.9,
+    kl_beta: float = 0.0,
+    gold_floor: float = 0.1,
+) -> Tensor:
     """Per-example loss L_i [B] of a single-response method (see the module docstring).
 
     logp, ref_logp, mask: [B, T] per-token response log-probs and mask (importance.py contract);
@@ -260,17 +314,28 @@ def method_loss(method: str, *, logp: Tensor, mask: Tensor, ref_logp: Tensor | N
         return a_lol_seq_loss(logp, mask, ref, a, clip)
     if method == "a_lol_kl":
         if not kl_beta > 0:
-            raise ValueError(f"method 'a_lol_kl' needs kl_beta > 0, got {kl_beta} "
-                             "(with kl_beta = 0 it is a_lol_ref_free)")
+            raise ValueError(
+                f"method 'a_lol_kl' needs kl_beta > 0, got {kl_beta} "
+                "(with kl_beta = 0 it is a_lol_ref_free)"
+            )
         return a_lol_kl_loss(logp, mask, ref, a, kl_beta)
     raise AssertionError(f"METHODS entry {method!r} has no loss")  # registry out of step
 
 
-def pairwise_loss(method: str, *, logp_chosen: Tensor, mask_chosen: Tensor,
-                  logp_rejected: Tensor, mask_rejected: Tensor,
-                  ref_logp_chosen: Tensor | None = None, ref_logp_rejected: Tensor | None = None,
-                  reward_chosen=None, reward_rejected=None, beta: float = 0.1,
-                  sft_weight: float = 0.05) -> Tensor:
+def pairwise_loss(
+    method: str,
+    *,
+    logp_chosen: Tensor,
+    mask_chosen: Tensor,
+    logp_rejected: Tensor,
+    mask_rejected: Tensor,
+    ref_logp_chosen: Tensor | None = None,
+    ref_logp_rejected: Tensor | None = None,
+    reward_chosen=None,
+    reward_rejected=None,
+    beta: float = 0.1,
+    sft_weight: float = 0.05,
+) -> Tensor:
     """Per-pair loss [B] of "dpo", "dpo_ref_free" or "pro" (see dpo_loss, pro_loss).
 
     Chosen and rejected may have different lengths T_w, T_l but share the batch size B.
@@ -280,13 +345,16 @@ def pairwise_loss(method: str, *, logp_chosen: Tensor, mask_chosen: Tensor,
     validate_log_probs(logp_chosen, mask_chosen, ref_logp_chosen)
     validate_log_probs(logp_rejected, mask_rejected, ref_logp_rejected)
     if logp_chosen.shape[0] != logp_rejected.shape[0]:
-        raise ValueError(f"chosen batch size {logp_chosen.shape[0]} != "
-                         f"rejected batch size {logp_rejected.shape[0]}")
+        raise ValueError(
+            f"chosen batch size {logp_chosen.shape[0]} != "
+            f"rejected batch size {logp_rejected.shape[0]}"
+        )
     if method == "pro":
         r_w = _per_example(reward_chosen, "reward_chosen", method, logp_chosen)
         r_l = _per_example(reward_rejected, "reward_rejected", method, logp_chosen)
-        return pro_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected, r_w, r_l,
-                        sft_weight)
+        return pro_loss(
+            logp_chosen, mask_chosen, logp_rejected, mask_rejected, r_w, r_l, sft_weight
+        )
     ref_w = _ref(ref_logp_chosen, "ref_logp_chosen", method) if spec.needs_ref else None
     ref_l = _ref(ref_logp_rejected, "ref_logp_rejected", method) if spec.needs_ref else None
     return dpo_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected, ref_w, ref_l, beta)

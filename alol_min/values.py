@@ -25,26 +25,35 @@ Three estimators (`ValueConfig.estimator`), all reading frozen pi_ref's states o
   "ridge" (default)  V(x) = clip(w . phi(x) + b, 0, R_max), phi(x) = [mean_t h^(l)_t for every layer l,
                      h^(L)_last], w by ridge regression with the penalty chosen by 5-fold CV. Closed
                      form, deterministic, no padding in sight. It reaches more of the ceiling than the
-                     attention head on both embedded tasks (numbers in README, bench/value_fit.py).
+                     attention head on both embedded tasks (RESULTS.md, bench/value_fit.py).
   "attention"        the paper's head above (with the three fixes).
   "neighbours"       the ridge on phi(x) plus T(x), the reward of x paired with pi_ref's replies to the
                      fit prompts nearest to x (`NeighbourValue`; not in the paper). It needs the reward
                      and the prompts' texts, and costs m r reward calls per prompt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 class ValueHead(nn.Module):
     """V(x) = sigmoid(Linear(dropout(Attention(q, h, h)))) * max_value over frozen prompt states h."""
 
-    def __init__(self, hidden_size: int, max_value: float, n_heads: int = 8, dropout: float = 0.1,
-                 mask_padding: bool = True):
+    def __init__(
+        self,
+        hidden_size: int,
+        max_value: float,
+        n_heads: int = 8,
+        dropout: float = 0.1,
+        mask_padding: bool = True,
+    ):
         super().__init__()
         if hidden_size % n_heads:
             n_heads = next(h for h in (8, 4, 2, 1) if hidden_size % h == 0)
@@ -64,23 +73,28 @@ class ValueHead(nn.Module):
         states = self.dropout(states.float())
         query = self.query.expand(states.shape[0], -1, -1)
         padding = (mask == 0) if self.mask_padding else None
-        context, _ = self.attention(query, states, states, key_padding_mask=padding, need_weights=False)
+        context, _ = self.attention(
+            query, states, states, key_padding_mask=padding, need_weights=False
+        )
         return torch.sigmoid(self.out(self.dropout(context[:, 0])).squeeze(-1)) * self.max_value
 
 
 @torch.no_grad()
-def prompt_states(model, prompt_ids: list[list[int]], pad_id: int, batch_size: int = 64, progress: bool = False):
+def prompt_states(
+    model, prompt_ids: list[list[int]], pad_id: int, batch_size: int = 64, progress: bool = False
+):
     """Hidden states of every layer for each prompt (a list of [n_layers + 1, L_i, d]) from frozen pi_ref."""
-    from tqdm.auto import tqdm
 
     model.eval()
     device = next(model.parameters()).device
     out: list[torch.Tensor] = [None] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     for start in tqdm(range(0, len(order), batch_size), desc="prompt states", disable=not progress):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         ids, mask = pad_right([prompt_ids[i] for i in idx], pad_id)
-        hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+        hidden = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
+        ).hidden_states
         for b, i in enumerate(idx):
             out[i] = layer_states(hidden, b, len(prompt_ids[i]))
     return out
@@ -93,7 +107,11 @@ def layer_states(hidden_states, b: int, length: int) -> torch.Tensor:
 
 def pooled_features(states: list[torch.Tensor]) -> np.ndarray:
     """phi(x) = [mean_t h^(l)_t for each layer l, h^(L) at the last prompt position]: [N, (n_layers + 2) d]."""
-    return torch.stack([torch.cat([s.mean(dim=1).flatten(), s[-1, -1]]) for s in states]).double().numpy()
+    return (
+        torch.stack([torch.cat([s.mean(dim=1).flatten(), s[-1, -1]]) for s in states])
+        .double()
+        .numpy()
+    )
 
 
 def pad_right(rows: list, pad_value) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,21 +121,23 @@ def pad_right(rows: list, pad_value) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(rows[0], torch.Tensor) and rows[0].dim() == 2:
         batch = torch.zeros(len(rows), max(lengths), rows[0].shape[1])
         for b, r in enumerate(rows):
-            batch[b, :len(r)] = r
+            batch[b, : len(r)] = r
         return batch, mask
     batch = torch.full((len(rows), max(lengths)), pad_value, dtype=torch.long)
     for b, r in enumerate(rows):
-        batch[b, :len(r)] = torch.as_tensor(r)
+        batch[b, : len(r)] = torch.as_tensor(r)
     return batch, mask
 
 
 @torch.no_grad()
-def predict_values(head: ValueHead, states: list[torch.Tensor], batch_size: int = 256) -> np.ndarray:
+def predict_values(
+    head: ValueHead, states: list[torch.Tensor], batch_size: int = 256
+) -> np.ndarray:
     """V(x) for each prompt's states, in eval mode (deterministic: no dropout)."""
     head.eval()
     values = []
     for start in range(0, len(states), batch_size):
-        batch, mask = pad_right(states[start:start + batch_size], 0.0)
+        batch, mask = pad_right(states[start : start + batch_size], 0.0)
         values.append(head(batch, mask))
     return torch.cat(values).numpy().astype(np.float64)
 
@@ -137,8 +157,14 @@ class RidgeValue(nn.Module):
         self.register_buffer("bias", torch.zeros((), dtype=torch.float64))
         self.register_buffer("alpha", torch.zeros((), dtype=torch.float64))
 
-    def fit(self, features: np.ndarray, targets: np.ndarray, alphas=tuple(10.0 ** np.arange(-1, 5.5, 0.5)),
-            folds: int = 5, seed: int = 0) -> "RidgeValue":
+    def fit(
+        self,
+        features: np.ndarray,
+        targets: np.ndarray,
+        alphas=tuple(10.0 ** np.arange(-1, 5.5, 0.5)),
+        folds: int = 5,
+        seed: int = 0,
+    ) -> "RidgeValue":
         """Standardise phi, choose alpha by `folds`-fold CV on these prompts, refit on all of them."""
         mean, scale = features.mean(0), features.std(0) + 1e-6
         z = (features - mean) / scale
@@ -152,7 +178,13 @@ class RidgeValue(nn.Module):
                 errors[a] += ((z[held] @ w + b - targets[held]) ** 2).sum()
         alpha = float(alphas[int(errors.argmin())])
         w, b = _ridge(z, targets, alpha)
-        for name, value in (("mean", mean), ("scale", scale), ("weight", w), ("bias", b), ("alpha", alpha)):
+        for name, value in (
+            ("mean", mean),
+            ("scale", scale),
+            ("weight", w),
+            ("bias", b),
+            ("alpha", alpha),
+        ):
             getattr(self, name).copy_(torch.as_tensor(value, dtype=torch.float64))
         return self
 
@@ -163,125 +195,6 @@ class RidgeValue(nn.Module):
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         z = (features - self.mean.numpy()) / self.scale.numpy()
         return np.clip(z @ self.weight.numpy() + float(self.bias), 0.0, self.max_value)
-
-
-class NeighbourValue(nn.Module):
-    """V(x) = clip(w . [z(x), T(x)] + b, 0, R_max): ridge on the pooled states and on T(x), the reward of
-    x paired with the replies pi_ref gave to the fit prompts most like x.
-
-        u(x)   = z(x) / |z(x)|,  z = (phi(x) - mean) / scale        (phi: `pooled_features`)
-        N_m(x) = the m fit prompts j with the largest u(x) . u(x_j)   (x itself left out while fitting)
-        T_c(x) = 1/(m r) sum_{j in N_m(x)} sum_{y in Y_j} R_c(x, y)   for every reward output c
-
-    V estimates E_{y ~ pi_ref(.|x)} R(x, y). A new prompt has no pi_ref replies, so T borrows r of
-    those pi_ref gave to each of m similar fit prompts (Y_j) and scores them *with x*: where a part of
-    the reward reads the pair (chitchat's relevance), T says how well pi_ref's typical reply to such a
-    prompt fits this one. Not in the paper. On chitchat (3,000 extra fit prompts, m = 32, r = 4) it
-    takes V from 74% to 81.5% of the noise ceiling (README, bench/value_neighbours.py), at m r
-    reward calls per prompt; with a bank of only 800 prompts it adds nothing. Leaving x out is by
-    bank row: a prompt text that occurs twice in the fit set borrows its twin's replies.
-
-    The state dict holds the bank's texts too (`get_extra_state`); `NeighbourValue.load` rebuilds V
-    from it and the reward.
-    """
-
-    def __init__(self, n_features: int, max_value: float, neighbours: int = 32, replies_per_neighbour: int = 4,
-                 n_bank: int = 0, n_outputs: int = 0):
-        super().__init__()
-        self.max_value = float(max_value)
-        self.neighbours, self.replies_per_neighbour = neighbours, replies_per_neighbour
-        for name in ("mean", "scale"):
-            self.register_buffer(name, torch.zeros(n_features, dtype=torch.float64))
-        self.register_buffer("bank_units", torch.zeros(n_bank, n_features, dtype=torch.float64))
-        self.bank_prompts: list[str] = []  # x_j, the fit prompts, in the bank's row order
-        self.bank_replies: np.ndarray = np.zeros((0, 0), dtype=object)  # Y_j: [n_fit, r] reply texts
-        self.reward = None
-        self.outputs: list[str] = []  # the reward's outputs c, in T's column order
-        self.ridge = RidgeValue(n_features + n_outputs, max_value)
-
-    def get_extra_state(self) -> dict:
-        return {"bank_prompts": list(self.bank_prompts), "bank_replies": self.bank_replies.tolist(),
-                "outputs": list(self.outputs), "neighbours": self.neighbours,
-                "replies_per_neighbour": self.replies_per_neighbour}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.bank_prompts, self.outputs = list(state["bank_prompts"]), list(state["outputs"])
-        self.bank_replies = np.array(state["bank_replies"], dtype=object).reshape(len(self.bank_prompts), -1)
-        self.neighbours, self.replies_per_neighbour = state["neighbours"], state["replies_per_neighbour"]
-
-    @classmethod
-    def load(cls, state_dict: dict, reward, max_value: float) -> "NeighbourValue":
-        """The V whose `state_dict()` this is, scoring with `reward` (not saved: pass the one it was fit with)."""
-        extra = state_dict["_extra_state"]
-        value = cls(len(state_dict["mean"]), max_value, extra["neighbours"], extra["replies_per_neighbour"],
-                    n_bank=len(extra["bank_prompts"]), n_outputs=len(extra["outputs"]))
-        value.load_state_dict(state_dict)
-        value.__dict__["reward"] = reward
-        return value
-
-    def fit(self, states: list[torch.Tensor], prompts, replies, targets: np.ndarray, reward, seed: int = 0,
-            progress: bool = False) -> "NeighbourValue":
-        """Keep the fit prompts' units and replies as the bank, then ridge on [phi, T] (T leaving each prompt out)."""
-        replies = np.asarray(replies, dtype=object)
-        if replies.ndim != 2 or len(replies) != len(states) or len(prompts) != len(states):
-            raise ValueError(f"NeighbourValue.fit needs one prompt and a row of k replies per prompt: got "
-                             f"{len(states)} states, {len(prompts)} prompts, replies of shape {replies.shape}")
-        phi = pooled_features(states)
-        self.mean.copy_(torch.as_tensor(phi.mean(0)))
-        self.scale.copy_(torch.as_tensor(phi.std(0) + 1e-6))
-        self.bank_units = torch.as_tensor(self._units(phi))
-        self.bank_prompts, self.bank_replies = list(prompts), replies[:, :self.replies_per_neighbour]
-        self.outputs = []  # set from the reward's first scores
-        self.__dict__["reward"] = reward  # a plain attribute even if the reward is an nn.Module: not in the state dict
-        features = np.c_[phi, self.borrowed(self.bank_prompts, self.bank_units.numpy(), leave_out_self=True,
-                                            progress=progress)]
-        self.ridge = RidgeValue(features.shape[1], self.max_value).fit(features, np.asarray(targets, float), seed=seed)
-        return self
-
-    def _units(self, phi: np.ndarray) -> np.ndarray:
-        z = (phi - self.mean.numpy()) / self.scale.numpy()
-        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-
-    def borrowed(self, prompts: list[str], units: np.ndarray, leave_out_self: bool = False, progress: bool = False,
-                 chunk: int = 256) -> np.ndarray:
-        """T(x) [N, n_outputs]: the mean of each reward output over x paired with its neighbours' replies.
-
-        `leave_out_self`: `prompts` are the bank's own (`bank_prompts`, same order); row i skips bank row i.
-        """
-        from tqdm.auto import tqdm
-
-        bank = self.bank_units.numpy()
-        if leave_out_self and len(prompts) != len(bank):
-            raise ValueError(f"leave_out_self needs the bank's own {len(bank)} prompts, got {len(prompts)}")
-        m = min(self.neighbours, len(bank) - 1)  # the same m while fitting (x left out) and predicting
-        if m < 1:
-            raise ValueError(f"NeighbourValue needs at least 2 fit prompts, got {len(bank)}")
-        r = self.bank_replies.shape[1]
-        rows = []
-        for start in tqdm(range(0, len(prompts), chunk), desc="V: borrowed replies", disable=not progress):
-            similarity = units[start:start + chunk] @ bank.T
-            if leave_out_self:  # while fitting, prompt i is bank row i
-                at = np.arange(len(similarity))
-                similarity[at, start + at] = -np.inf
-            near = np.argpartition(-similarity, m - 1, axis=1)[:, :m]
-            pairs_x = [x for x in prompts[start:start + chunk] for _ in range(m * r)]
-            scores = self.reward(pairs_x, list(self.bank_replies[near].reshape(-1)))
-            self.outputs = self.outputs or sorted(scores)
-            rows.append(np.stack([np.asarray(scores[c], float).reshape(len(near), m * r).mean(1)
-                                  for c in self.outputs], axis=1))
-            if not np.isfinite(rows[-1]).all():
-                bad = start + int(np.argwhere(~np.isfinite(rows[-1]))[0, 0])
-                raise ValueError(f"the reward gave a non-finite score for prompt {bad} ({prompts[bad][:60]!r}) "
-                                 "with its neighbours' replies")
-        return np.concatenate(rows)
-
-    def predict(self, states: list[torch.Tensor], prompts=None) -> np.ndarray:
-        """V(x) for `prompt_states` output and the same prompts' texts."""
-        if prompts is None or len(prompts) != len(states):
-            raise ValueError("the 'neighbours' V needs each prompt's text beside its states: predict(states, prompts)"
-                             " (pipeline.reference_pass(..., prompts=...))")
-        phi = pooled_features(states)
-        return self.ridge.predict_features(np.c_[phi, self.borrowed(list(prompts), self._units(phi))])
 
 
 def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -300,7 +213,7 @@ ESTIMATORS = ("ridge", "attention", "neighbours")
 class ValueConfig:
     """How V_ref is fit."""
 
-    estimator: str = "ridge"
+    estimator: Literal["ridge", "attention", "neighbours"] = "ridge"
     """"ridge" (closed-form ridge on pooled frozen states), "attention" (the paper's head) or "neighbours"
     (the ridge plus the reward of x with pi_ref's replies to the nearest fit prompts)."""
     samples_per_prompt: int = 4
@@ -348,59 +261,92 @@ def noise_ceiling(samples: np.ndarray) -> dict:
         raise ValueError("the noise ceiling needs at least 2 samples per prompt")
     within = samples.var(axis=1, ddof=1).mean()
     between = max(samples.mean(axis=1).var(ddof=1) - within / k, 0.0)
-    return {"k": k, "between_var": float(between), "within_var": float(within),
-            "between_share": float(between / (between + within)) if between + within > 0 else 0.0,
-            "ceiling_r2": float(between / (between + within / k)) if between + within > 0 else 0.0}
+    return {
+        "k": k,
+        "between_var": float(between),
+        "within_var": float(within),
+        "between_share": float(between / (between + within)) if between + within > 0 else 0.0,
+        "ceiling_r2": float(between / (between + within / k)) if between + within > 0 else 0.0,
+    }
 
 
-def fit_value(states: list[torch.Tensor], targets, max_value: float, cfg: ValueConfig,
-              progress: bool = False, heldout: list[int] | None = None, *, prompts=None, replies=None,
-              reward=None) -> tuple[nn.Module, dict]:
-    """Fit V on (`prompt_states`, mean reward) by MSE; report held-out R^2.
-
-    The prompts are split into held-out / the rest; R^2 is measured on the held-out prompts alone,
-    which are never used for fitting or model selection. `heldout` fixes them (for cross-validation);
-    by default a seeded `holdout_fraction` is drawn. The "neighbours" estimator also needs the
-    prompts' texts, pi_ref's replies ([N, k], the ones the targets are the rewards of) and the
-    reward; the held-out prompts' replies never enter its bank. Returns (estimator, report); the
-    estimator has `.predict(states, prompts=None) -> V`.
-    """
+def check_targets(targets) -> np.ndarray:
+    """The value targets as floats; a NaN is an error naming its prompt."""
     targets = np.asarray(targets, float)
     if np.isnan(targets).any():
         raise ValueError(f"value targets contain NaN (at prompt {int(np.isnan(targets).argmax())})")
-    if cfg.estimator not in ESTIMATORS:
-        raise ValueError(f"ValueConfig.estimator must be one of {ESTIMATORS}, got {cfg.estimator!r}")
-    if cfg.estimator == "neighbours" and (prompts is None or replies is None or reward is None):
-        raise ValueError("the 'neighbours' estimator needs fit_value(..., prompts=, replies=, reward=)")
-    order = torch.randperm(len(states), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    return targets
+
+
+def heldout_split(n: int, cfg: ValueConfig, heldout: list[int] | None = None):
+    """(held-out, fit) prompt indices: `heldout` if given (cross-validation), else a seeded
+    `holdout_fraction` of the n prompts. Held-out prompts are never used for fitting or selection."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     if heldout is not None:
         held_set = set(heldout)
         order = list(heldout) + [i for i in order if i not in held_set]
-    n_hold = len(heldout) if heldout is not None else int(round(cfg.holdout_fraction * len(states)))
-    held, rest = order[:n_hold], order[n_hold:]
-    if cfg.estimator == "ridge":
-        features = pooled_features(states)
-        estimator = RidgeValue(features.shape[1], max_value).fit(features[rest], targets[rest], seed=cfg.seed)
-        report = {"estimator": "ridge", "n_fit": len(rest), "n_heldout": len(held), "alpha": float(estimator.alpha)}
-    elif cfg.estimator == "neighbours":
-        estimator = NeighbourValue(pooled_features(states[:1]).shape[1], max_value, cfg.neighbours,
-                                   cfg.replies_per_neighbour)
-        estimator.fit([states[i] for i in rest], [prompts[i] for i in rest], np.asarray(replies, dtype=object)[rest],
-                      targets[rest], reward, seed=cfg.seed, progress=progress)
-        report = {"estimator": "neighbours", "n_fit": len(rest), "n_heldout": len(held),
-                  "alpha": float(estimator.ridge.alpha), "neighbours": cfg.neighbours,
-                  "replies_per_neighbour": int(estimator.bank_replies.shape[1])}
-    else:
-        estimator, report = _fit_attention([s[-1] for s in states], targets, max_value, cfg, rest)
+    n_hold = len(heldout) if heldout is not None else int(round(cfg.holdout_fraction * n))
+    return order[:n_hold], order[n_hold:]
+
+
+def add_heldout_r2(report: dict, estimator, states, targets, held: list[int], prompts=None) -> dict:
+    """report["heldout_r2"]: R^2 of the estimator's V on the held-out prompts."""
     if held:
         held_prompts = [prompts[i] for i in held] if prompts is not None else None
-        report["heldout_r2"] = r2_score(estimator.predict([states[i] for i in held], held_prompts), targets[held])
+        prediction = estimator.predict([states[i] for i in held], held_prompts)
+        report["heldout_r2"] = r2_score(prediction, targets[held])
         report["heldout_indices"] = held
-    return estimator, report
+    return report
 
 
-def _fit_attention(states: list[torch.Tensor], targets: np.ndarray, max_value: float, cfg: ValueConfig,
-                   rest: list[int]) -> tuple[ValueHead, dict]:
+def fit_value(
+    states: list[torch.Tensor],
+    targets,
+    max_value: float,
+    cfg: ValueConfig,
+    progress: bool = False,
+    heldout: list[int] | None = None,
+) -> tuple[nn.Module, dict]:
+    """Fit V on (`prompt_states`, mean reward) by MSE; report held-out R^2.
+
+    The prompts are split by `heldout_split`; R^2 is measured on the held-out prompts alone.
+    Returns (estimator, report); the estimator has `.predict(states, prompts=None) -> V`.
+    The "neighbours" estimator is not the paper's: `extensions.neighbour_value.fit_neighbour_value`.
+    """
+    targets = check_targets(targets)
+    if cfg.estimator not in ("ridge", "attention"):
+        hint = (
+            " (not in the paper: fit it with alol_min.extensions.neighbour_value.fit_neighbour_value)"
+            if cfg.estimator == "neighbours"
+            else ""
+        )
+        raise ValueError(
+            f"fit_value fits ValueConfig.estimator 'ridge' or 'attention', got {cfg.estimator!r}{hint}"
+        )
+    held, rest = heldout_split(len(states), cfg, heldout)
+    if cfg.estimator == "ridge":
+        features = pooled_features(states)
+        estimator = RidgeValue(features.shape[1], max_value).fit(
+            features[rest], targets[rest], seed=cfg.seed
+        )
+        report = {
+            "estimator": "ridge",
+            "n_fit": len(rest),
+            "n_heldout": len(held),
+            "alpha": float(estimator.alpha),
+        }
+    else:
+        estimator, report = _fit_attention([s[-1] for s in states], targets, max_value, cfg, rest)
+    return estimator, add_heldout_r2(report, estimator, states, targets, held)
+
+
+def _fit_attention(
+    states: list[torch.Tensor],
+    targets: np.ndarray,
+    max_value: float,
+    cfg: ValueConfig,
+    rest: list[int],
+) -> tuple[ValueHead, dict]:
     """The paper's head, trained on `rest` minus a 1/8 selection slice; the best epoch on that slice is kept."""
     targets = torch.as_tensor(targets, dtype=torch.float32)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -411,14 +357,18 @@ def _fit_attention(states: list[torch.Tensor], targets: np.ndarray, max_value: f
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def mse(indices):
-        return float(((predict_values(head, [states[i] for i in indices]) - targets[indices].numpy()) ** 2).mean())
+        return float(
+            (
+                (predict_values(head, [states[i] for i in indices]) - targets[indices].numpy()) ** 2
+            ).mean()
+        )
 
     best, best_state, history = float("inf"), None, []
     for epoch in range(cfg.epochs):
         head.train()
         perm = [fit[i] for i in torch.randperm(len(fit), generator=generator).tolist()]
         for start in range(0, len(perm), cfg.batch_size):
-            idx = perm[start:start + cfg.batch_size]
+            idx = perm[start : start + cfg.batch_size]
             batch, mask = pad_right([states[i] for i in idx], 0.0)
             loss = ((head(batch, mask) - targets[idx]) ** 2).mean()
             optimizer.zero_grad()
@@ -430,5 +380,10 @@ def _fit_attention(states: list[torch.Tensor], targets: np.ndarray, max_value: f
             best, best_state = select_mse, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
     head.eval()
-    return head, {"estimator": "attention", "n_fit": len(fit), "n_select": len(select),
-                  "best_epoch": min(history, key=lambda h: h["select_mse"])["epoch"], "history": history}
+    return head, {
+        "estimator": "attention",
+        "n_fit": len(fit),
+        "n_select": len(select),
+        "best_epoch": min(history, key=lambda h: h["select_mse"])["epoch"],
+        "history": history,
+    }

@@ -1,13 +1,14 @@
 """Benchmark: the cost of an A-LoL training step against an NLL step (tiny preset, batch 32).
 
 A-LoL needs pi_ref's log-probs for its importance weight. The paper's code runs pi_ref at every
-step; here they are computed once (`pipeline.reference_pass`) and read from the cache. This script
+step; here they are computed once (`run.prepare.reference_pass`) and read from the cache. This script
 times, on the same batches, interleaved (median of N steps each):
     nll            forward + backward of pi_theta
     a_lol cached   the same + the cached ref log-probs, the ratio and the clip
     a_lol online   the paper's way: an extra no-grad forward of pi_ref every step
 Run: python bench/step_cost.py [--steps 30]
 """
+
 import argparse
 import copy
 import statistics
@@ -16,12 +17,12 @@ import time
 import numpy as np
 import torch
 
-from alol_min.batching import collate, response_logprobs
-from alol_min.data import ChitchatConfig, load_chitchat
-from alol_min.models import ModelConfig, make_policy
-from alol_min.offline import OfflineConfig, OfflineData, batch_loss
-from alol_min.pipeline import reference_pass
-from alol_min.reference import encode_split
+from alol_min.lm.batching import collate, response_logprobs
+from alol_min.lm.models import ModelConfig, make_policy
+from alol_min.lm.reference import encode_split
+from alol_min.run.prepare import reference_pass
+from alol_min.run.train import OfflineConfig, OfflineData, batch_loss
+from alol_min.tasks.chitchat import ChitchatConfig, load_chitchat
 
 
 def main():
@@ -48,7 +49,9 @@ def main():
             batch = collate(enc, idx, tok.pad_token_id)
             with torch.no_grad():  # the paper's extra pi_ref forward; its result equals the cache
                 response_logprobs(ref_model, batch)
-        loss, _ = batch_loss(model, "nll" if kind == "nll" else "a_lol", offline, idx, opt_cfg, tok.pad_token_id)
+        loss, _ = batch_loss(
+            model, "nll" if kind == "nll" else "a_lol", offline, idx, opt_cfg, tok.pad_token_id
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -62,9 +65,15 @@ def main():
             if i >= 3:  # warm-up
                 times[kind].append(t)
     nll = statistics.median(times["nll"])
-    print(f"tiny preset, batch {args.batch_size}, median of {args.steps} interleaved steps, {torch.get_num_threads()} threads")
+    print(
+        f"tiny preset, batch {args.batch_size}, median of {args.steps} interleaved steps, "
+        f"{torch.get_num_threads()} threads"
+    )
     for kind, values in times.items():
-        print(f"  {kind:13s} {statistics.median(values) * 1000:7.1f} ms   ratio to NLL {statistics.median(values) / nll:.3f}")
+        print(
+            f"  {kind:13s} {statistics.median(values) * 1000:7.1f} ms   "
+            f"ratio to NLL {statistics.median(values) / nll:.3f}"
+        )
 
 
 if __name__ == "__main__":

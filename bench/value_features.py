@@ -13,6 +13,7 @@ in the fit, the ridge penalty chosen by an inner 5-fold CV), for:
 Prints held-out R^2 against the k-sample mean and its share of the noise ceiling. For a dump made
 with chitchat's `tiny` pi_ref and --extra-prompts > 0 (the prompt length is the tiny preset's).
 """
+
 import json
 import sys
 
@@ -20,10 +21,11 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import Ridge
 
-from alol_min.batching import encode_prompts
-from alol_min.models import ModelConfig, load_policy
-from alol_min.rewards import conversation_folds, cross_fit_rewards
+from alol_min.lm.batching import encode_prompts
+from alol_min.lm.models import ModelConfig, load_policy
 from alol_min.tasks import load_task
+from alol_min.tasks.chitchat_reward import cross_fit_rewards
+from alol_min.tasks.relevance import conversation_folds
 from alol_min.values import noise_ceiling, pooled_features, prompt_states, r2_score
 
 ALPHAS = 10.0 ** np.arange(-1, 5.5, 0.5)
@@ -35,14 +37,23 @@ def ridge_path(Z, y, Z_new, alphas):
     U, s, Vt = np.linalg.svd(Z, full_matrices=False)
     coef = U.T @ (y - b)
     projected = Z_new @ Vt.T
-    return np.stack([projected @ (s / (s ** 2 + a) * coef) + b for a in alphas])
+    return np.stack([projected @ (s / (s**2 + a) * coef) + b for a in alphas])
 
 
 def prompt_features(model, tokenizer, texts, max_prompt):
     """value_fit's ridge features: pooled frozen pi_ref states of each prompt (500 prompts at a time)."""
-    return np.concatenate([pooled_features(prompt_states(model, encode_prompts(tokenizer, texts[i:i + 500], max_prompt),
-                                                         tokenizer.pad_token_id))
-                           for i in range(0, len(texts), 500)])
+    return np.concatenate(
+        [
+            pooled_features(
+                prompt_states(
+                    model,
+                    encode_prompts(tokenizer, texts[i : i + 500], max_prompt),
+                    tokenizer.pad_token_id,
+                )
+            )
+            for i in range(0, len(texts), 500)
+        ]
+    )
 
 
 def folds(order):
@@ -64,8 +75,12 @@ def cross_validated(order, F, F_extra, y, y_extra):
         for j in range(5):
             test = inner[j::5]
             train = np.setdiff1d(inner, test)
-            errors += ((ridge_path(Z[train], y_fit[train], Z[test], ALPHAS) - y_fit[test]) ** 2).sum(1)
-        prediction[held] = ridge_path(Z, y_fit, (F[held] - mean) / scale, [ALPHAS[errors.argmin()]])[0]
+            errors += (
+                (ridge_path(Z[train], y_fit[train], Z[test], ALPHAS) - y_fit[test]) ** 2
+            ).sum(1)
+        prediction[held] = ridge_path(
+            Z, y_fit, (F[held] - mean) / scale, [ALPHAS[errors.argmin()]]
+        )[0]
     return prediction
 
 
@@ -85,7 +100,10 @@ def main(dump_path, pi_ref_folder):
     def components(texts, responses):  # k-sample mean of each component
         repeated = [p for p in texts for _ in range(k)]
         scores = reward(repeated, list(responses))
-        return {c: np.asarray(scores[c], float).reshape(len(texts), k).mean(1) for c in reward.components}
+        return {
+            c: np.asarray(scores[c], float).reshape(len(texts), k).mean(1)
+            for c in reward.components
+        }
 
     F, F_extra = features(prompts), features(extra)
     C, C_extra = components(prompts, dump["responses"]), components(extra, dump["extra_responses"])
@@ -107,19 +125,27 @@ def main(dump_path, pi_ref_folder):
         for f in (0, 1):
             model_f = Ridge(alpha=10.0).fit(X_train[fold != f], target[fold != f])
             out_of_fold[fold == f] = model_f.predict(X_train[fold == f])
-        g_extra.append(out_of_fold[:len(extra)])  # the extras are the first training prompts
+        g_extra.append(out_of_fold[: len(extra)])  # the extras are the first training prompts
     g, g_extra = np.stack(g, 1), np.stack(g_extra, 1)
 
     order = np.random.default_rng(0).permutation(len(prompts))
     variants = {
         "states": lambda: cross_validated(order, F, F_extra, y, y_extra),
-        "states_components": lambda: sum(cross_validated(order, F, F_extra, C[c], C_extra[c]) for c in C),
+        "states_components": lambda: sum(
+            cross_validated(order, F, F_extra, C[c], C_extra[c]) for c in C
+        ),
         "g_only": lambda: cross_validated(order, g, g_extra, y, y_extra),
-        "states+g": lambda: cross_validated(order, np.c_[F, g], np.c_[F_extra, g_extra], y, y_extra),
-        "states+g_components": lambda: sum(cross_validated(order, np.c_[F, g], np.c_[F_extra, g_extra], C[c], C_extra[c])
-                                           for c in C),
+        "states+g": lambda: cross_validated(
+            order, np.c_[F, g], np.c_[F_extra, g_extra], y, y_extra
+        ),
+        "states+g_components": lambda: sum(
+            cross_validated(order, np.c_[F, g], np.c_[F_extra, g_extra], C[c], C_extra[c])
+            for c in C
+        ),
         "states_noextra": lambda: cross_validated(order, F, F_extra[:0], y, y_extra[:0]),
-        "states+g_noextra": lambda: cross_validated(order, np.c_[F, g], np.c_[F_extra, g_extra][:0], y, y_extra[:0]),
+        "states+g_noextra": lambda: cross_validated(
+            order, np.c_[F, g], np.c_[F_extra, g_extra][:0], y, y_extra[:0]
+        ),
     }
     result = {}
     for name, predict in variants.items():

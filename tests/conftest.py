@@ -3,6 +3,9 @@ import os
 import shutil
 import tempfile
 
+from alol_min.lm.models import ModelConfig, make_policy
+from alol_min.tasks.chitchat import ChitchatConfig, load_chitchat
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -16,7 +19,6 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def chitchat_small():
     """A small, fixed chitchat DatasetDict for fast tests."""
-    from alol_min.data import ChitchatConfig, load_chitchat
 
     data, report = load_chitchat(ChitchatConfig(max_train=3000, max_validation=200, max_test=100))
     return data
@@ -25,7 +27,6 @@ def chitchat_small():
 @pytest.fixture(scope="session")
 def micro_policy(chitchat_small):
     """(model, tokenizer, config) of an untrained micro GPT-2 with a BPE trained on the small data."""
-    from alol_min.models import ModelConfig, make_policy
 
     cfg = ModelConfig.preset("micro")
     texts = list(chitchat_small["train"]["prompt"]) + list(chitchat_small["train"]["response"])

@@ -1,11 +1,19 @@
 """Advantages, leftovers and the seeded samplers (priority, uniform-positive, reward, uniform)."""
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chisquare
 
-from alol_min.advantage import (WeightedSampler, compute_advantage, draw_batch, leftover_fraction,
-                                rank_slice, sampling_weights, scaled_step_budget)
+from alol_min.advantage import (
+    WeightedSampler,
+    compute_advantage,
+    draw_batch,
+    leftover_fraction,
+    rank_slice,
+    sampling_weights,
+    scaled_step_budget,
+)
 
 A = torch.tensor([0.5, -0.2, 1.5, 0.0, 1.0, -1.0, 0.25])
 R = torch.tensor([0.1, 0.0, 0.6, 0.3, 1.0, 0.2, 0.05])
@@ -101,8 +109,17 @@ def test_sampler_bad_input():
 def test_ranks_draw_one_global_batch_and_split_it():
     weights = sampling_weights("advantage", advantage=A)
     world_size, global_batch, steps = 4, 8, 5
-    samplers = [WeightedSampler(weights, global_batch, torch.Generator().manual_seed(7), steps,
-                                rank=rank, world_size=world_size) for rank in range(world_size)]
+    samplers = [
+        WeightedSampler(
+            weights,
+            global_batch,
+            torch.Generator().manual_seed(7),
+            steps,
+            rank=rank,
+            world_size=world_size,
+        )
+        for rank in range(world_size)
+    ]
     single = list(WeightedSampler(weights, global_batch, torch.Generator().manual_seed(7), steps))
     per_rank = [list(s) for s in samplers]
     for step in range(steps):
@@ -111,8 +128,10 @@ def test_ranks_draw_one_global_batch_and_split_it():
         # positions rank::world_size are disjoint and cover the batch one process would draw
         rebuilt = [slices[pos % world_size][pos // world_size] for pos in range(global_batch)]
         assert rebuilt == single[step]
-    positions = [set(rank_slice(torch.arange(global_batch), r, world_size).tolist())
-                 for r in range(world_size)]
+    positions = [
+        set(rank_slice(torch.arange(global_batch), r, world_size).tolist())
+        for r in range(world_size)
+    ]
     assert set().union(*positions) == set(range(global_batch))
     assert sum(len(p) for p in positions) == global_batch
     with pytest.raises(ValueError, match="multiple of world_size"):
@@ -121,8 +140,12 @@ def test_ranks_draw_one_global_batch_and_split_it():
 
 def test_weighted_sampler_feeds_a_dataloader():
     data = torch.utils.data.TensorDataset(torch.arange(len(A)))
-    sampler = WeightedSampler(sampling_weights("advantage", advantage=A), 4,
-                              torch.Generator().manual_seed(0), num_batches=3)
+    sampler = WeightedSampler(
+        sampling_weights("advantage", advantage=A),
+        4,
+        torch.Generator().manual_seed(0),
+        num_batches=3,
+    )
     batches = [b[0] for b in torch.utils.data.DataLoader(data, batch_sampler=sampler)]
     assert len(batches) == 3 and all(len(b) == 4 and (A[b] > 0).all() for b in batches)
 

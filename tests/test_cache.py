@@ -5,6 +5,7 @@ def _builder(calls):
     def build(folder):
         calls.append(folder)
         (folder / "weights.bin").write_bytes(b"abc")
+
     return build
 
 

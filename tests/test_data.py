@@ -1,6 +1,7 @@
 import pytest
 
-from alol_min.data import ChitchatConfig, DataReport, load_chitchat, validate_pairs
+from alol_min.tasks.base import DataReport
+from alol_min.tasks.chitchat import ChitchatConfig, load_chitchat, validate_pairs
 
 
 def test_split_is_deterministic_and_by_conversation():
@@ -27,8 +28,16 @@ def test_full_split_has_no_leakage_and_changes_with_seed():
 
 def test_columns_and_ratings(chitchat_small):
     train = chitchat_small["train"]
-    assert {"prompt", "response", "conversation_id", "turn", "witty", "upbeat", "interesting",
-            "rating"} <= set(train.column_names)
+    assert {
+        "prompt",
+        "response",
+        "conversation_id",
+        "turn",
+        "witty",
+        "upbeat",
+        "interesting",
+        "rating",
+    } <= set(train.column_names)
     rated = [r for r in train["rating"] if r is not None]
     assert len(rated) > 0.8 * len(train)
     assert all(1 <= r <= 10 for r in rated)
@@ -43,12 +52,15 @@ def test_context_turns_prepends_history():
     assert sum("\n" in p for p in plain["train"]["prompt"]) < 0.05 * len(plain["train"])
 
 
-@pytest.mark.parametrize("row,message", [
-    ({"response": "hi"}, "row 1: missing field 'prompt'"),
-    ({"prompt": "hi", "response": ""}, "row 1: field 'response' is empty"),
-    ({"prompt": "hi", "response": 3}, "row 1: field 'response' is int, expected str"),
-    ({"prompt": None, "response": "x"}, "row 1: field 'prompt' is NoneType, expected str"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ({"response": "hi"}, "row 1: missing field 'prompt'"),
+        ({"prompt": "hi", "response": ""}, "row 1: field 'response' is empty"),
+        ({"prompt": "hi", "response": 3}, "row 1: field 'response' is int, expected str"),
+        ({"prompt": None, "response": "x"}, "row 1: field 'prompt' is NoneType, expected str"),
+    ],
+)
 def test_bad_rows_raise_naming_row_and_field(row, message):
     rows = [{"prompt": "a", "response": "b"}, row]
     with pytest.raises(ValueError, match=message):

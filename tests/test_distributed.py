@@ -5,6 +5,7 @@ plain process (batch 8) and once under `torchrun --nproc_per_node 2` (batch 4 pe
 Each worker records, per step, the global batch the sampler drew and the indices its process trained
 on, and writes them with its loss curve to `rank<r>.json`.
 """
+
 import json
 import os
 import socket
@@ -16,13 +17,16 @@ import numpy as np
 import pytest
 import torch
 
+from alol_min.lm.batching import encode_pairs
+from alol_min.lm.models import load_policy, save_policy
+from alol_min.run import train as offline
+from alol_min.run.prepare import reference_pass
+from alol_min.run.train import OfflineConfig, OfflineData, train_offline
+
 STEPS, GLOBAL_BATCH = 4, 8
 
 
 def worker(folder: Path) -> None:
-    from alol_min import offline
-    from alol_min.models import load_policy
-    from alol_min.offline import OfflineConfig, train_offline
 
     model, tokenizer = load_policy(folder / "policy")
     data = torch.load(folder / "data.pt", weights_only=False)
@@ -40,31 +44,43 @@ def worker(folder: Path) -> None:
 
     offline.draw_batch, offline.batch_loss = recording_draw, recording_loss
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cfg = OfflineConfig(steps=STEPS, batch_size=GLOBAL_BATCH // world, lr=1e-3, warmup_steps=1,
-                        scale_steps_by_leftover=False)
+    cfg = OfflineConfig(
+        steps=STEPS,
+        batch_size=GLOBAL_BATCH // world,
+        lr=1e-3,
+        warmup_steps=1,
+        scale_steps_by_leftover=False,
+    )
     policy, log = train_offline(model, "a_lol", data, cfg, tokenizer.pad_token_id, progress=False)
     rank = int(os.environ.get("RANK", "0"))
     out = folder / f"world{world}"
     out.mkdir(exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps({"drawn": drawn, "trained": trained,
-                                                      "loss": [row["loss"] for row in log]}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"drawn": drawn, "trained": trained, "loss": [row["loss"] for row in log]})
+    )
     if rank == 0:
         torch.save(policy.state_dict(), out / "policy.pt")
 
 
 @pytest.fixture(scope="module")
 def saved_setup(micro_policy, chitchat_small, tmp_path_factory):
-    from alol_min.batching import encode_pairs
-    from alol_min.models import save_policy
-    from alol_min.offline import OfflineData
-    from alol_min.pipeline import reference_pass
 
     model, tokenizer, cfg = micro_policy
     train = chitchat_small["train"].select(range(64))
-    enc = encode_pairs(tokenizer, train["prompt"], train["response"], cfg.max_prompt_tokens, cfg.max_response_tokens)
-    advantage = np.random.default_rng(0).normal(size=len(enc))  # about half the examples have A <= 0
+    enc = encode_pairs(
+        tokenizer,
+        train["prompt"],
+        train["response"],
+        cfg.max_prompt_tokens,
+        cfg.max_response_tokens,
+    )
+    advantage = np.random.default_rng(0).normal(
+        size=len(enc)
+    )  # about half the examples have A <= 0
     reward = 1 / (1 + np.exp(-advantage))
-    data = OfflineData(enc, reward, advantage, reference_pass(model, enc, tokenizer.pad_token_id)["ref_logp"])
+    data = OfflineData(
+        enc, reward, advantage, reference_pass(model, enc, tokenizer.pad_token_id)["ref_logp"]
+    )
     folder = tmp_path_factory.mktemp("distributed")
     save_policy(model, tokenizer, folder / "policy")
     torch.save(data, folder / "data.pt")
@@ -78,14 +94,35 @@ def _free_port() -> int:
 
 
 def _launch(folder: Path, processes: int) -> list[dict]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     # torchrun sets RANK / WORLD_SIZE; Accelerate then runs MULTI_CPU over gloo. (`accelerate launch
     # --cpu --num_processes 2` starts a single process here: its CPU multi-process path wants MPI.)
-    launcher = [] if processes == 1 else [
-        "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(_free_port())]
-    result = subprocess.run([sys.executable, *launcher, __file__, str(folder)], env=env, capture_output=True,
-                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    launcher = (
+        []
+        if processes == 1
+        else [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_port",
+            str(_free_port()),
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, *launcher, __file__, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = folder / f"world{processes}"
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]

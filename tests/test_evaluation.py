@@ -1,6 +1,6 @@
 import pytest
 
-from alol_min.evaluation import distinct_n
+from alol_min.run.evaluate import distinct_n
 
 
 def test_distinct_n_by_hand():

@@ -4,28 +4,45 @@ import time
 
 import pytest
 
-from alol_min.hh import (PAPER_SYSTEM_LINE, HubUnavailableError, format_prompt, load_hh_rlhf, oasst_format,
-                         render, turns)
+from alol_min.lm.hh_format import PAPER_SYSTEM_LINE, format_prompt, oasst_format, render, turns
+from alol_min.lm.hub import HubUnavailableError
+from alol_min.tasks.hh_rlhf import load_hh_rlhf
 
-SINGLE = {"chosen": "\n\nHuman: What is a roux?\n\nAssistant: A roux is flour cooked in butter.",
-          "rejected": "\n\nHuman: What is a roux?\n\nAssistant: No idea, sorry."}
-MULTI = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: How do I tune a guitar?"
-                   "\n\nAssistant: Use a clip-on tuner.\n\nThen tune each string.  ",
-         "rejected": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: How do I tune a guitar?"
-                     "\n\nAssistant: Guitars are loud."}
+SINGLE = {
+    "chosen": "\n\nHuman: What is a roux?\n\nAssistant: A roux is flour cooked in butter.",
+    "rejected": "\n\nHuman: What is a roux?\n\nAssistant: No idea, sorry.",
+}
+MULTI = {
+    "chosen": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: How do I tune a guitar?"
+    "\n\nAssistant: Use a clip-on tuner.\n\nThen tune each string.  ",
+    "rejected": "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: How do I tune a guitar?"
+    "\n\nAssistant: Guitars are loud.",
+}
 MULTI_PROMPT = "\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: How do I tune a guitar?\n\nAssistant:"
 BAD_ROWS = {  # reason -> a row (or raw line) that must be dropped for it
-    "response ends with ':'": {"chosen": "\n\nHuman: Ideas?\n\nAssistant: Here are some:",
-                               "rejected": "\n\nHuman: Ideas?\n\nAssistant: None."},
-    "no final assistant turn": {"chosen": "\n\nHuman: hello", "rejected": "\n\nHuman: hello\n\nAssistant: hi"},
-    "chosen and rejected prompts differ": {"chosen": "\n\nHuman: a\n\nAssistant: b",
-                                           "rejected": "\n\nHuman: c\n\nAssistant: d"},
-    "empty final response": {"chosen": "\n\nHuman: hi\n\nAssistant:", "rejected": "\n\nHuman: hi\n\nAssistant: yo"},
+    "response ends with ':'": {
+        "chosen": "\n\nHuman: Ideas?\n\nAssistant: Here are some:",
+        "rejected": "\n\nHuman: Ideas?\n\nAssistant: None.",
+    },
+    "no final assistant turn": {
+        "chosen": "\n\nHuman: hello",
+        "rejected": "\n\nHuman: hello\n\nAssistant: hi",
+    },
+    "chosen and rejected prompts differ": {
+        "chosen": "\n\nHuman: a\n\nAssistant: b",
+        "rejected": "\n\nHuman: c\n\nAssistant: d",
+    },
+    "empty final response": {
+        "chosen": "\n\nHuman: hi\n\nAssistant:",
+        "rejected": "\n\nHuman: hi\n\nAssistant: yo",
+    },
     "missing field 'rejected'": {"chosen": "\n\nHuman: hi\n\nAssistant: yo"},
     "field 'chosen' is not a string": {"chosen": 3, "rejected": "\n\nHuman: hi\n\nAssistant: yo"},
     "row is not a JSON object": [1, 2],
-    "text before the first Human/Assistant turn": {"chosen": "Preamble\n\nHuman: hi\n\nAssistant: yo",
-                                                   "rejected": "\n\nHuman: hi\n\nAssistant: yo"},
+    "text before the first Human/Assistant turn": {
+        "chosen": "Preamble\n\nHuman: hi\n\nAssistant: yo",
+        "rejected": "\n\nHuman: hi\n\nAssistant: yo",
+    },
 }
 
 
@@ -48,9 +65,15 @@ def test_single_and_multi_turn_parse_to_exact_strings(tmp_path, name):
     assert data[0]["chosen"] == "A roux is flour cooked in butter."
     assert data[0]["rejected"] == "No idea, sorry."
     assert data[1]["prompt"] == MULTI_PROMPT
-    assert data[1]["chosen"] == "Use a clip-on tuner.\n\nThen tune each string."  # paragraphs kept, stripped
+    assert (
+        data[1]["chosen"] == "Use a clip-on tuner.\n\nThen tune each string."
+    )  # paragraphs kept, stripped
     assert data[1]["rejected"] == "Guitars are loud."
-    assert data["n_turns"] == [1, 2, 1] and data["source_index"] == [0, 1, 2] and data["subset"] == ["", "", ""]
+    assert (
+        data["n_turns"] == [1, 2, 1]
+        and data["source_index"] == [0, 1, 2]
+        and data["subset"] == ["", "", ""]
+    )
     assert data["response"] == data["chosen"]
     assert data["topic"] == [None, None, "cooking"]  # unknown keys pass through as columns
 
@@ -77,15 +100,24 @@ def test_folder_with_two_subsets(tmp_path):
 
 def test_every_malformed_case_is_counted_with_its_reason_and_place(tmp_path):
     path = tmp_path / "train.jsonl"
-    write_jsonl(path, [SINGLE, *BAD_ROWS.values(), MULTI], raw_lines=['{"chosen": "oops', "", "not json at all"])
+    write_jsonl(
+        path,
+        [SINGLE, *BAD_ROWS.values(), MULTI],
+        raw_lines=['{"chosen": "oops', "", "not json at all"],
+    )
     data, report = load_hh_rlhf(path)
     assert len(data) == 2 and data["source_index"] == [0, len(BAD_ROWS) + 1]
     expected = {reason: 1 for reason in BAD_ROWS}
     expected["invalid JSON line"] = 2  # the blank line is not a row
     assert dict(report.dropped) == expected
     first_bad_json = len(BAD_ROWS) + 3  # 1-based line number of '{"chosen": "oops'
-    assert report.where["invalid JSON line"] == [f"{path}:{first_bad_json}", f"{path}:{first_bad_json + 2}"]
-    assert report.where["empty final response"] == [f"{path}:{list(BAD_ROWS).index('empty final response') + 2}"]
+    assert report.where["invalid JSON line"] == [
+        f"{path}:{first_bad_json}",
+        f"{path}:{first_bad_json + 2}",
+    ]
+    assert report.where["empty final response"] == [
+        f"{path}:{list(BAD_ROWS).index('empty final response') + 2}"
+    ]
 
 
 def test_colon_endings_kept_when_cleaning_is_off(tmp_path):
@@ -105,27 +137,38 @@ def test_max_rows_reads_only_the_first_rows(tmp_path):
 
 
 def test_turns_parser_and_round_trip():
-    assert turns(MULTI["rejected"]) == [("human", "Hi"), ("assistant", "Hello! How can I help?"),
-                                        ("human", "How do I tune a guitar?"), ("assistant", "Guitars are loud.")]
-    assert turns("Human: no leading blank line\n\nAssistant: ok") == [("human", "no leading blank line"),
-                                                                       ("assistant", "ok")]
+    assert turns(MULTI["rejected"]) == [
+        ("human", "Hi"),
+        ("assistant", "Hello! How can I help?"),
+        ("human", "How do I tune a guitar?"),
+        ("assistant", "Guitars are loud."),
+    ]
+    assert turns("Human: no leading blank line\n\nAssistant: ok") == [
+        ("human", "no leading blank line"),
+        ("assistant", "ok"),
+    ]
     assert render(turns(MULTI["rejected"])) == MULTI["rejected"]
     with pytest.raises(ValueError, match="before the first"):
         turns("hello there")
 
 
 def test_format_prompt_styles_and_oasst_format():
-    assert PAPER_SYSTEM_LINE == ("A chat between a curious human and an artificial intelligence assistant. The "
-                                 "assistant gives helpful, detailed, and polite answers to the user's questions.\n")
+    assert PAPER_SYSTEM_LINE == (
+        "A chat between a curious human and an artificial intelligence assistant. The "
+        "assistant gives helpful, detailed, and polite answers to the user's questions.\n"
+    )
     assert format_prompt(MULTI_PROMPT, "paper") == (
         PAPER_SYSTEM_LINE + "### Human: Hi ### Assistant: Hello! How can I help? "
-                            "### Human: How do I tune a guitar? ### Assistant:")
+        "### Human: How do I tune a guitar? ### Assistant:"
+    )
     assert format_prompt(MULTI_PROMPT, "plain") == (
-        "Human: Hi\nAssistant: Hello! How can I help?\nHuman: How do I tune a guitar?\nAssistant:")
+        "Human: Hi\nAssistant: Hello! How can I help?\nHuman: How do I tune a guitar?\nAssistant:"
+    )
     assert format_prompt(MULTI_PROMPT, "hh") == MULTI_PROMPT
     assert oasst_format(MULTI_PROMPT, " Use a tuner. ", "</s>") == (
         "<|prompter|>Hi</s><|assistant|>Hello! How can I help?</s>"
-        "<|prompter|>How do I tune a guitar?</s><|assistant|>Use a tuner.</s>")
+        "<|prompter|>How do I tune a guitar?</s><|assistant|>Use a tuner.</s>"
+    )
     with pytest.raises(ValueError, match="style"):
         format_prompt(MULTI_PROMPT, "chatml")
 

@@ -1,11 +1,17 @@
 """Importance weights r = pi_theta(y|x) / pi_ref(y|x): values, clipping, stop-gradient, overflow."""
+
 import math
 
 import pytest
 import torch
 
-from alol_min.importance import (clip_fraction, sequence_importance_weight, sequence_log_ratio,
-                                 token_importance_weights, validate_log_probs)
+from alol_min.importance import (
+    clip_fraction,
+    sequence_importance_weight,
+    sequence_log_ratio,
+    token_importance_weights,
+    validate_log_probs,
+)
 
 
 def tiny():
@@ -31,10 +37,12 @@ def test_sequence_weight_is_clamped_exp_and_detached():
     assert not w.requires_grad
     assert w.tolist() == pytest.approx([max(math.exp(-0.3), 0.8), min(math.exp(0.3), 1.2)])
     assert sequence_importance_weight(logp, ref, mask, clip=None).tolist() == pytest.approx(
-        [math.exp(x) for x in log_r])
+        [math.exp(x) for x in log_r]
+    )
     assert sequence_importance_weight(logp, ref, mask, clip=0.0).tolist() == [1.0, 1.0]
     assert sequence_importance_weight(logp, ref, mask, clip=0.9).tolist() == pytest.approx(
-        [math.exp(x) for x in log_r])  # inside [0.1, 1.9]: untouched
+        [math.exp(x) for x in log_r]
+    )  # inside [0.1, 1.9]: untouched
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -1,4 +1,6 @@
-"""Every method's loss: gradients against the spec's closed forms, pairwise losses by hand, bad input."""
+"""Every method's loss: gradients against the closed forms of docs/method.md §7.2, pairwise losses
+by hand, bad input."""
+
 import math
 
 import pytest
@@ -10,7 +12,9 @@ from alol_min.losses import METHODS, method_loss, pairwise_loss
 
 B, T, V = 4, 6, 5
 CLIP, BETA, FLOOR = 0.5, 0.3, 0.1
-MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]])
+MASK = torch.tensor(
+    [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]]
+)
 REWARD = torch.tensor([0.9, 0.2, 0.6, 0.0], dtype=torch.float64)
 ADVANTAGE = torch.tensor([0.7, -0.3, 0.2, 1.1], dtype=torch.float64)
 
@@ -35,14 +39,24 @@ def forward_backward(method, **kwargs):
     logp = F.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
     logp = logp.masked_fill(MASK == 0, -float("inf"))  # garbage on padding
     logp.retain_grad()
-    loss = method_loss(method, logp=logp, mask=MASK, ref_logp=ref_logp, reward=REWARD,
-                       advantage=ADVANTAGE, clip=CLIP, kl_beta=BETA, gold_floor=FLOOR, **kwargs)
+    loss = method_loss(
+        method,
+        logp=logp,
+        mask=MASK,
+        ref_logp=ref_logp,
+        reward=REWARD,
+        advantage=ADVANTAGE,
+        clip=CLIP,
+        kl_beta=BETA,
+        gold_floor=FLOOR,
+        **kwargs,
+    )
     loss.mean().backward()
     return loss.detach(), logp.grad, logits.grad, logp.detach(), logits.detach(), ref_logp, tokens
 
 
 def closed_form(method, logp, ref_logp):
-    """(L_i, dL_batch/dlogp_t) from the spec's table, written out independently of the library."""
+    """(L_i, dL_batch/dlogp_t) from docs/method.md §7.2's table, written out independently of the library."""
     m = MASK.double()
     lp = torch.where(MASK.bool(), logp, 0.0)
     lref = torch.where(MASK.bool(), ref_logp, 0.0)
@@ -78,7 +92,9 @@ def test_fixture_exercises_both_sides_of_every_clamp():
     inside = (r > 1 - CLIP) & (r < 1 + CLIP)
     assert inside.any() and not inside.all()
     rho = (lp - lref).exp()[MASK.bool()]
-    assert ((rho > 1 - CLIP) & (rho < 1 + CLIP)).any() and ((rho < 1 - CLIP) | (rho > 1 + CLIP)).any()
+    assert ((rho > 1 - CLIP) & (rho < 1 + CLIP)).any() and (
+        (rho < 1 - CLIP) | (rho > 1 + CLIP)
+    ).any()
     p = logp.exp()[MASK.bool()]
     assert (p < FLOOR).any() and (p > FLOOR).any()
     assert (ADVANTAGE < 0).any() and (ADVANTAGE.clamp(min=0) < BETA).any()
@@ -99,11 +115,14 @@ def test_a_lol_with_clip_zero_is_ref_free_and_clip_none_is_unclipped():
     logits, tokens, ref_logp = make_batch()
     logp = F.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
     kw = dict(logp=logp, mask=MASK, ref_logp=ref_logp, advantage=ADVANTAGE)
-    torch.testing.assert_close(method_loss("a_lol", clip=0.0, **kw), method_loss("a_lol_ref_free", **kw))
+    torch.testing.assert_close(
+        method_loss("a_lol", clip=0.0, **kw), method_loss("a_lol_ref_free", **kw)
+    )
     unclipped = method_loss("a_lol", clip=None, **kw)
     lr = torch.where(MASK.bool(), logp - ref_logp, 0.0).sum(-1)
-    torch.testing.assert_close(unclipped, ADVANTAGE.clamp(min=0) * lr.exp() * -torch.where(
-        MASK.bool(), logp, 0.0).sum(-1))
+    torch.testing.assert_close(
+        unclipped, ADVANTAGE.clamp(min=0) * lr.exp() * -torch.where(MASK.bool(), logp, 0.0).sum(-1)
+    )
 
 
 def test_non_positive_advantage_gives_zero_loss_and_gradient_except_no_clamp():
@@ -132,16 +151,23 @@ def test_reward_and_advantage_may_be_lists_or_numpy():
 
 # ---- pairwise --------------------------------------------------------------------------
 
+
 def pair(requires_grad=False):
     """chosen: 2 tokens (sum -3.0); rejected: 2 of 3 tokens (sum -1.0)."""
     w = torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=requires_grad)
     l_ = torch.tensor([[-0.5, -0.5, -4.0]], dtype=torch.float64, requires_grad=requires_grad)
-    return dict(logp_chosen=w, mask_chosen=torch.tensor([[1, 1]]),
-                logp_rejected=l_, mask_rejected=torch.tensor([[1, 1, 0]]))
+    return dict(
+        logp_chosen=w,
+        mask_chosen=torch.tensor([[1, 1]]),
+        logp_rejected=l_,
+        mask_rejected=torch.tensor([[1, 1, 0]]),
+    )
 
 
-REF = dict(ref_logp_chosen=torch.tensor([[-1.25, -1.25]], dtype=torch.float64),   # sum -2.5
-           ref_logp_rejected=torch.tensor([[-1.0, -0.5, 0.0]], dtype=torch.float64))  # sum -1.5
+REF = dict(
+    ref_logp_chosen=torch.tensor([[-1.25, -1.25]], dtype=torch.float64),  # sum -2.5
+    ref_logp_rejected=torch.tensor([[-1.0, -0.5, 0.0]], dtype=torch.float64),
+)  # sum -1.5
 
 
 def test_dpo_by_hand():
@@ -149,7 +175,9 @@ def test_dpo_by_hand():
     loss = pairwise_loss("dpo", **pair(), **REF, beta=0.1)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(0.1)))
     # beta scales the margin: h = 2 * -1 = -2
-    assert pairwise_loss("dpo", **pair(), **REF, beta=2.0).item() == pytest.approx(math.log(1 + math.exp(2)))
+    assert pairwise_loss("dpo", **pair(), **REF, beta=2.0).item() == pytest.approx(
+        math.log(1 + math.exp(2))
+    )
 
 
 def test_dpo_gradient_by_hand():
@@ -171,12 +199,19 @@ def test_dpo_ref_free_ignores_the_reference():
 
 def test_pro_by_hand():
     # s_0 = -3/2, s_1 = -1/2 (length-normalised), T = 2.0 - 0.5 = 1.5
-    loss = pairwise_loss("pro", **pair(), reward_chosen=torch.tensor([2.0]),
-                         reward_rejected=torch.tensor([0.5]), sft_weight=0.05)
+    loss = pairwise_loss(
+        "pro",
+        **pair(),
+        reward_chosen=torch.tensor([2.0]),
+        reward_rejected=torch.tensor([0.5]),
+        sft_weight=0.05,
+    )
     s0t, s1t = -1.5 * 1.5, -0.5 * 1.5
     ranking = math.log(1e-10 + math.exp(s0t) + math.exp(s1t)) - s0t
     assert loss.item() == pytest.approx(ranking + 0.05 * 3.0)  # SFT on the chosen: -(-1 - 2)
-    no_sft = pairwise_loss("pro", **pair(), reward_chosen=[2.0], reward_rejected=[0.5], sft_weight=0.0)
+    no_sft = pairwise_loss(
+        "pro", **pair(), reward_chosen=[2.0], reward_rejected=[0.5], sft_weight=0.0
+    )
     assert no_sft.item() == pytest.approx(ranking)
 
 
@@ -190,17 +225,33 @@ def test_pro_is_stable_for_large_scores():
 
 # ---- registry and bad input ------------------------------------------------------------
 
+
 def test_registry_matches_spec():
-    expected_sampler = {"nll": "uniform", "wbc": "reward", "r_gold": "reward", "r_lol": "reward",
-                        "a_lol": "advantage", "a_lol_ref_free": "advantage", "a_lol_seq": "advantage",
-                        "a_lol_kl": "advantage", "dpo": "uniform", "dpo_ref_free": "uniform",
-                        "pro": "uniform"}
+    expected_sampler = {
+        "nll": "uniform",
+        "wbc": "reward",
+        "r_gold": "reward",
+        "r_lol": "reward",
+        "a_lol": "advantage",
+        "a_lol_ref_free": "advantage",
+        "a_lol_seq": "advantage",
+        "a_lol_kl": "advantage",
+        "dpo": "uniform",
+        "dpo_ref_free": "uniform",
+        "pro": "uniform",
+    }
     for name, sampler in expected_sampler.items():
         assert METHODS[name].sampler == sampler and not METHODS[name].ablation, name
     assert {n for n, s in METHODS.items() if s.needs_ref and not s.ablation} == {
-        "r_lol", "a_lol", "a_lol_seq", "a_lol_kl", "dpo"}
+        "r_lol",
+        "a_lol",
+        "a_lol_seq",
+        "a_lol_kl",
+        "dpo",
+    }
     assert {n for n, s in METHODS.items() if s.needs_value} == {
-        n for n in METHODS if n.startswith("a_lol")}
+        n for n in METHODS if n.startswith("a_lol")
+    }
     assert {n for n, s in METHODS.items() if s.pairwise} == {"dpo", "dpo_ref_free", "pro"}
     assert all(s.sampler in SAMPLER_KINDS and s.name == n for n, s in METHODS.items())
     assert len({s.label for s in METHODS.values()}) == len(METHODS)
@@ -211,7 +262,9 @@ def test_registry_matches_spec():
 def test_missing_inputs_raise_exactly_when_the_registry_says_they_are_needed(method):
     logits, tokens, ref_logp = make_batch()
     logp = F.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
-    full = dict(logp=logp, mask=MASK, ref_logp=ref_logp, reward=REWARD, advantage=ADVANTAGE, kl_beta=BETA)
+    full = dict(
+        logp=logp, mask=MASK, ref_logp=ref_logp, reward=REWARD, advantage=ADVANTAGE, kl_beta=BETA
+    )
     assert torch.isfinite(method_loss(method, **full)).all()
     spec = METHODS[method]
     without_ref = {**full, "ref_logp": None}
@@ -235,7 +288,10 @@ def test_pairwise_missing_inputs_raise():
         pairwise_loss("pro", **pair())
     with pytest.raises(ValueError, match="batch size"):
         p = pair()
-        p["logp_rejected"], p["mask_rejected"] = p["logp_rejected"].repeat(2, 1), p["mask_rejected"].repeat(2, 1)
+        p["logp_rejected"], p["mask_rejected"] = (
+            p["logp_rejected"].repeat(2, 1),
+            p["mask_rejected"].repeat(2, 1),
+        )
         pairwise_loss("dpo_ref_free", **p)
 
 

@@ -1,8 +1,18 @@
+import time
+
 import pytest
 import torch
+from transformers import AutoTokenizer
 
-from alol_min.batching import collate, encode_pairs, response_logprobs, scatter_ref_logprobs, token_logprobs
-from alol_min.models import ModelConfig, load_policy, save_policy
+from alol_min.lm.batching import (
+    collate,
+    encode_pairs,
+    response_logprobs,
+    scatter_ref_logprobs,
+    token_logprobs,
+)
+from alol_min.lm.hub import HubUnavailableError
+from alol_min.lm.models import ModelConfig, load_policy, load_pretrained, save_policy
 
 
 def test_tokenizer_round_trip(micro_policy, tmp_path):
@@ -12,7 +22,6 @@ def test_tokenizer_round_trip(micro_policy, tmp_path):
     assert tokenizer.decode(ids) == text
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
     tokenizer.save_pretrained(tmp_path)
-    from transformers import AutoTokenizer
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again(text, add_special_tokens=False)["input_ids"] == ids
 
@@ -30,8 +39,13 @@ def test_save_load_gives_identical_logits(micro_policy, tmp_path):
 def test_encode_truncates_and_reports(micro_policy):
     _, tokenizer, cfg = micro_policy
     long_prompt = "word " * 200
-    enc = encode_pairs(tokenizer, [long_prompt, "hi"], ["ok " * 100, "yes"], cfg.max_prompt_tokens,
-                       cfg.max_response_tokens)
+    enc = encode_pairs(
+        tokenizer,
+        [long_prompt, "hi"],
+        ["ok " * 100, "yes"],
+        cfg.max_prompt_tokens,
+        cfg.max_response_tokens,
+    )
     assert enc.truncated == {"prompts_truncated": 1, "responses_truncated": 1}
     assert all(len(ids) <= cfg.n_positions for ids in enc.input_ids)
     assert enc.input_ids[1][enc.response_start[1] - 1] == tokenizer.eos_token_id
@@ -48,16 +62,26 @@ def test_response_too_long_for_context_is_a_config_error():
 
 def test_response_mask_covers_exactly_the_response(micro_policy):
     model, tokenizer, cfg = micro_policy
-    enc = encode_pairs(tokenizer, ["hello there", "a much longer prompt than the other one"], ["hi", "fine thanks"],
-                       cfg.max_prompt_tokens, cfg.max_response_tokens)
+    enc = encode_pairs(
+        tokenizer,
+        ["hello there", "a much longer prompt than the other one"],
+        ["hi", "fine thanks"],
+        cfg.max_prompt_tokens,
+        cfg.max_response_tokens,
+    )
     batch = collate(enc, [0, 1], tokenizer.pad_token_id)
     for b in range(2):
         n_targets = len(enc.input_ids[b]) - enc.response_start[b]
         assert int(batch["response_mask"][b].sum()) == n_targets
     logp, mask = response_logprobs(model, batch)
     with torch.no_grad():  # same as the full softmax over every position, then masked
-        full = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                              batch["input_ids"]) * mask
+        full = (
+            token_logprobs(
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                batch["input_ids"],
+            )
+            * mask
+        )
     assert torch.allclose(logp, full, atol=1e-5)
     assert logp.shape == mask.shape and (logp[mask == 0] == 0).all() and (logp[mask == 1] < 0).all()
     # padding does not change a pair's log-probs (causal model, right padding)
@@ -70,8 +94,8 @@ def test_response_mask_covers_exactly_the_response(micro_policy):
 
 # load_pretrained: a local folder, 'smollm2-135m' (tests/test_smollm2.py), or a hub name
 
+
 def test_load_pretrained_reads_a_local_folder(micro_policy, tmp_path):
-    from alol_min.models import load_pretrained
 
     model, tokenizer, _ = micro_policy
     save_policy(model, tokenizer, tmp_path / "policy")
@@ -88,10 +112,6 @@ def test_load_pretrained_reads_a_local_folder(micro_policy, tmp_path):
 
 @pytest.mark.parametrize("offline", [True, False])
 def test_load_pretrained_hub_name_without_the_hub_fails_fast_and_clearly(monkeypatch, offline):
-    import time
-
-    from alol_min.hh import HubUnavailableError
-    from alol_min.models import load_pretrained
 
     if offline:
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,7 +1,11 @@
 """environment.yml and pyproject.toml must declare the same packages at the same versions."""
+
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
+
+import alol_min
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,16 +16,24 @@ def _name(requirement: str) -> str:
 
 def test_environment_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip_reqs = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    pip_reqs = project["dependencies"] + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     conda_reqs = []
     in_pip = False
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if line.strip() == "- pip:":
             in_pip = True
             continue
-        if in_pip and line.strip().startswith("- ") and not line.strip().startswith(("- --", "- -e")):
+        if (
+            in_pip
+            and line.strip().startswith("- ")
+            and not line.strip().startswith(("- --", "- -e"))
+        ):
             conda_reqs.append(line.strip()[2:])
-    assert {_name(r): r.replace(" ", "") for r in pip_reqs} == {_name(r): r.replace(" ", "") for r in conda_reqs}
+    assert {_name(r): r.replace(" ", "") for r in pip_reqs} == {
+        _name(r): r.replace(" ", "") for r in conda_reqs
+    }
 
 
 def test_torch_is_pinned():
@@ -30,7 +42,6 @@ def test_torch_is_pinned():
 
 
 def test_public_api_names_resolve():
-    import alol_min
 
-    assert alol_min.load_hh_rlhf.__module__ == "alol_min.hh"
+    assert alol_min.load_hh_rlhf.__module__ == "alol_min.tasks.hh_rlhf"
     assert callable(alol_min.method_loss) and "a_lol" in alol_min.METHODS

@@ -1,9 +1,27 @@
+import typing
+
 import numpy as np
 import pytest
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from alol_min.values import (RidgeValue, ValueConfig, ValueHead, _ridge, fit_value, noise_ceiling, pad_right,
-                             pooled_features, predict_values, r2_score)
+from alol_min.cache import cache_key, config_inputs
+from alol_min.extensions.neighbour_value import NeighbourValue, fit_neighbour_value
+from alol_min.run.config import ReproduceConfig
+from alol_min.values import (
+    ESTIMATORS,
+    RidgeValue,
+    ValueConfig,
+    ValueHead,
+    _ridge,
+    fit_value,
+    noise_ceiling,
+    pad_right,
+    pooled_features,
+    predict_values,
+    prompt_states,
+    r2_score,
+)
 
 
 def _states(n, d=16, seed=0):
@@ -20,7 +38,7 @@ def test_value_is_unchanged_by_padding():
     padded = torch.cat([states[0], torch.randn(7, 16)])  # garbage where padding would be
     batch = padded[None]
     mask = torch.zeros(1, len(padded), dtype=torch.long)
-    mask[0, :len(states[0])] = 1
+    mask[0, : len(states[0])] = 1
     with torch.no_grad():
         masked = head(batch, mask)
     assert torch.allclose(masked, torch.tensor(alone, dtype=torch.float32), atol=1e-6)
@@ -72,7 +90,9 @@ def test_fit_learns_a_prompt_dependent_value(estimator):
     head, report = fit_value(states, targets, max_value=2.0, cfg=cfg)
     assert report["heldout_r2"] > 0.7 and report["estimator"] == estimator
     held = report["heldout_indices"]
-    assert r2_score(head.predict([states[i] for i in held]), targets[held]) == pytest.approx(report["heldout_r2"])
+    assert r2_score(head.predict([states[i] for i in held]), targets[held]) == pytest.approx(
+        report["heldout_r2"]
+    )
     with pytest.raises(ValueError, match="NaN"):
         fit_value(states, np.full(len(states), np.nan), 2.0, ValueConfig(epochs=1))
 
@@ -99,11 +119,11 @@ def test_ridge_primal_equals_dual_and_pooling_ignores_padding():
 
 
 def test_prompt_states_do_not_depend_on_batch_padding():
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    from alol_min.values import prompt_states
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64))
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=64)
+    )
     short, long = [5, 6, 7], list(range(1, 30))
     alone = prompt_states(model, [short], pad_id=0)[0]
     batched = prompt_states(model, [short, long], pad_id=0, batch_size=2)[0]
@@ -128,49 +148,72 @@ def _pair_task(n=150):
     prompts = [f"prompt {i % 10} #{i}" for i in range(n)]
     replies = np.array([[f"reply to {p}"] * 2 for p in prompts], dtype=object)
     targets = _PairReward()(prompts, [f"reply to {p}" for p in prompts])["total"]
-    return _layered(_states(n, seed=5)), prompts, replies, targets  # states: noise, unrelated to the reward
+    return (
+        _layered(_states(n, seed=5)),
+        prompts,
+        replies,
+        targets,
+    )  # states: noise, unrelated to the reward
 
 
 def test_neighbours_value_reads_the_reward_of_x_where_the_states_say_nothing():
-    from alol_min.values import NeighbourValue
 
     states, prompts, replies, targets = _pair_task()
     ridge, ridge_report = fit_value(states, targets, 1.1, ValueConfig(estimator="ridge"))
     cfg = ValueConfig(estimator="neighbours", neighbours=8, replies_per_neighbour=2)
-    value, report = fit_value(states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward())
+    value, report = fit_neighbour_value(
+        states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward()
+    )
     assert ridge_report["heldout_r2"] < 0.3 < 0.9 < report["heldout_r2"]
     assert isinstance(value, NeighbourValue) and report["replies_per_neighbour"] == 2
     held = report["heldout_indices"]
     # the held-out prompts' replies never enter the bank
     assert not {f"reply to {prompts[i]}" for i in held} & set(value.bank_replies.ravel())
     # while fitting, a prompt's own replies are left out of its T (with them, "match" would be > 0)
-    assert sorted(value.bank_prompts) == sorted(prompts[i] for i in range(len(prompts)) if i not in set(held))
+    assert sorted(value.bank_prompts) == sorted(
+        prompts[i] for i in range(len(prompts)) if i not in set(held)
+    )
     match, units = value.outputs.index("match"), value.bank_units.numpy()
     assert (value.borrowed(value.bank_prompts, units, leave_out_self=True)[:, match] == 0).all()
     assert (value.borrowed(value.bank_prompts, units, leave_out_self=False)[:, match] > 0).all()
     # the same T in chunks of 7 (row i of chunk c is bank row 7c + i)
-    assert np.array_equal(value.borrowed(value.bank_prompts, units, leave_out_self=True, chunk=7),
-                          value.borrowed(value.bank_prompts, units, leave_out_self=True))
+    assert np.array_equal(
+        value.borrowed(value.bank_prompts, units, leave_out_self=True, chunk=7),
+        value.borrowed(value.bank_prompts, units, leave_out_self=True),
+    )
     with pytest.raises(ValueError, match="prompt's text"):
         value.predict([states[i] for i in held])
 
 
 def test_neighbours_value_reloads_from_its_state_dict(tmp_path):
-    from alol_min.values import NeighbourValue
 
     states, prompts, replies, targets = _pair_task(60)
     cfg = ValueConfig(estimator="neighbours", neighbours=5, replies_per_neighbour=1)
-    value, _ = fit_value(states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward())
+    value, _ = fit_neighbour_value(
+        states, targets, 1.1, cfg, prompts=prompts, replies=replies, reward=_PairReward()
+    )
     torch.save(value.state_dict(), tmp_path / "value_head.pt")
-    loaded = NeighbourValue.load(torch.load(tmp_path / "value_head.pt", weights_only=True), _PairReward(), 1.1)
+    loaded = NeighbourValue.load(
+        torch.load(tmp_path / "value_head.pt", weights_only=True), _PairReward(), 1.1
+    )
     assert loaded.bank_prompts == value.bank_prompts and loaded.bank_replies.shape == (48, 1)
     assert np.array_equal(loaded.predict(states, prompts), value.predict(states, prompts))
 
 
 def test_neighbours_value_asks_for_what_it_needs():
     states, prompts, replies, targets = _pair_task(20)
+    with pytest.raises(ValueError, match="not in the paper: fit it with alol_min.extensions"):
+        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"))
     with pytest.raises(ValueError, match="prompts=, replies=, reward="):
-        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts, replies=replies)
+        fit_neighbour_value(
+            states,
+            targets,
+            1.1,
+            ValueConfig(estimator="neighbours"),
+            prompts=prompts,
+            replies=replies,
+        )
+
     class NaNReward(_PairReward):
         def __call__(self, prompts, responses):
             scores = super().__call__(prompts, responses)
@@ -178,26 +221,56 @@ def test_neighbours_value_asks_for_what_it_needs():
             return scores
 
     with pytest.raises(ValueError, match="non-finite score for prompt .*#7"):
-        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts, replies=replies,
-                  reward=NaNReward())
+        fit_neighbour_value(
+            states,
+            targets,
+            1.1,
+            ValueConfig(estimator="neighbours"),
+            prompts=prompts,
+            replies=replies,
+            reward=NaNReward(),
+        )
     with pytest.raises(ValueError, match="row of k replies"):
-        fit_value(states, targets, 1.1, ValueConfig(estimator="neighbours"), prompts=prompts,
-                  replies=replies.ravel(), reward=_PairReward())
+        fit_neighbour_value(
+            states,
+            targets,
+            1.1,
+            ValueConfig(estimator="neighbours"),
+            prompts=prompts,
+            replies=replies.ravel(),
+            reward=_PairReward(),
+        )
 
 
 def test_value_cache_inputs_keep_older_keys():
-    from alol_min.cache import cache_key, config_inputs
-    from alol_min.cli import build_parser
-    from alol_min.values import ESTIMATORS
 
     # the fields of ValueConfig before the neighbours estimator: keys of cached ridge / attention runs
-    older = ["estimator", "samples_per_prompt", "epochs", "lr", "weight_decay", "batch_size", "dropout",
-             "holdout_fraction", "seed"]
+    older = [
+        "estimator",
+        "samples_per_prompt",
+        "epochs",
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "dropout",
+        "holdout_fraction",
+        "seed",
+    ]
     assert list(config_inputs(ValueConfig())) == older
     assert list(config_inputs(ValueConfig(estimator="attention", seed=3))) == older
     assert cache_key(config_inputs(ValueConfig())) == cache_key(
-        {"estimator": "ridge", "samples_per_prompt": 4, "epochs": 40, "lr": 1e-3, "weight_decay": 0.01,
-         "batch_size": 32, "dropout": 0.1, "holdout_fraction": 0.2, "seed": 0})
+        {
+            "estimator": "ridge",
+            "samples_per_prompt": 4,
+            "epochs": 40,
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "batch_size": 32,
+            "dropout": 0.1,
+            "holdout_fraction": 0.2,
+            "seed": 0,
+        }
+    )
     assert config_inputs(ValueConfig(estimator="neighbours", neighbours=16))["neighbours"] == 16
-    hh = build_parser()._subparsers._group_actions[0].choices["hh"]
-    assert tuple(next(a for a in hh._actions if a.dest == "value_estimator").choices) == ESTIMATORS
+    hints = typing.get_type_hints(type(ReproduceConfig().value))
+    assert typing.get_args(hints["estimator"]) == ESTIMATORS  # the CLI's --value.estimator choices

@@ -2,13 +2,12 @@
 
     L_NLL(theta) = - mean over pairs of  sum_t log pi_theta(y_t | x, y_<t)
 
-(summed over response tokens, as the paper's code does; the prompt is context only). Measured on
-`chitchat` with `tiny`: after 800 steps this reached validation reply perplexity 169, against 215
-for the token-averaged loss with the same settings. Runs on HF
-Accelerate, so the same loop uses a CPU, a GPU, or several GPUs under `accelerate launch`.
+(summed over response tokens, as the paper's code does; the prompt is context only; RESULTS.md
+compares it with the token-averaged loss). Runs on HF Accelerate, so the same loop uses a CPU, a
+GPU, or several GPUs under `accelerate launch`.
 Logs are JSON lines (`log.jsonl`) next to the run's `config.json`.
 
-Scaling (shared with `offline.train_offline`):
+Scaling (shared with `run.train.train_offline`):
 - One optimiser step sees a *global batch* of G = batch_size x grad_accum x processes examples.
   Every process draws the same global batch (same seed), keeps its share `batch[rank::processes]`
   and splits it into grad_accum micro-batches (`micro_batches`).
@@ -16,15 +15,15 @@ Scaling (shared with `offline.train_offline`):
   up over micro-steps and DDP averages them over processes, so the update is that of
   mean_{i in global batch} loss_i, whatever the split: (batch 8, accum 1) and (batch 4, accum 2)
   give the same step up to float rounding. (The paper's HHA trainer sums over its 4 micro-steps
-  instead (spec 8.4); with a mean the learning rate does not depend on grad_accum.)
+  instead (docs/method.md §7.4); with a mean the learning rate does not depend on grad_accum.)
 - bf16: Accelerate's autocast (`mixed_precision="bf16"`); weights and optimiser stay in fp32.
   Meant for GPUs; on a CPU it runs, but is usually slower than fp32 (no bf16 matrix units).
 - grad_checkpointing: `model.gradient_checkpointing_enable()`: activations are recomputed in the
   backward pass (about 30% more compute, much less memory); the loss is unchanged.
 """
+
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -34,7 +33,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .batching import EncodedPairs, collate, length_buckets, response_logprobs, token_logprobs
+from alol_min.lm.batching import EncodedPairs, collate, length_buckets, response_logprobs
+from alol_min.lm.loop import (
+    JsonlLog,
+    _sync_on_last,
+    finish_training,
+    make_accelerator,
+    micro_batches,
+    policy_logprobs,
+    prepare_for_training,
+)
 
 
 @dataclass
@@ -42,7 +50,7 @@ class SFTConfig:
     """Optimisation of pi_ref by NLL."""
 
     steps: int = 1150
-    """Optimiser steps (tiny on chitchat: about 275 s on 2 cores)."""
+    """Optimiser steps."""
     batch_size: int = 64
     """Pairs per micro-batch and process (one process, grad_accum 1: pairs per step)."""
     lr: float = 2.5e-3
@@ -74,11 +82,15 @@ def lr_at(step: int, cfg) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * (
+        cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 @torch.no_grad()
-def reply_perplexity(model, encoded: EncodedPairs, pad_id: int, batch_size: int = 64, limit: int | None = None) -> float:
+def reply_perplexity(
+    model, encoded: EncodedPairs, pad_id: int, batch_size: int = 64, limit: int | None = None
+) -> float:
     """exp(mean NLL per response token), response tokens and final <eos> only, given the prompt."""
     was_training = model.training
     model.eval()
@@ -87,7 +99,10 @@ def reply_perplexity(model, encoded: EncodedPairs, pad_id: int, batch_size: int 
     order = sorted(range(n), key=lambda i: len(encoded.input_ids[i]))
     total, count = 0.0, 0.0
     for start in range(0, n, batch_size):
-        batch = {k: v.to(device) for k, v in collate(encoded, order[start:start + batch_size], pad_id).items()}
+        batch = {
+            k: v.to(device)
+            for k, v in collate(encoded, order[start : start + batch_size], pad_id).items()
+        }
         logp, mask = response_logprobs(model, batch)
         total -= float(logp.sum())
         count += float(mask.sum())
@@ -95,61 +110,15 @@ def reply_perplexity(model, encoded: EncodedPairs, pad_id: int, batch_size: int 
     return math.exp(total / count)
 
 
-def make_accelerator(cfg):
-    """An Accelerator for `cfg` (CPU when there is no GPU; bf16 autocast when cfg.bf16)."""
-    from accelerate import Accelerator
-
-    from accelerate.state import AcceleratorState
-
-    if cfg.grad_accum < 1:
-        raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
-    precision = "bf16" if cfg.bf16 else "no"
-    state = AcceleratorState._shared_state
-    if state and str(state.get("_mixed_precision", precision)) != precision:
-        # Accelerate keeps one precision per process; a notebook or test may train fp32 after bf16.
-        # This resets the precision only: the process group (PartialState) stays as it is.
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
-
-
-def prepare_for_training(model, cfg):
-    """Turn on gradient checkpointing if asked (non-reentrant: works under DDP and with frozen inputs)."""
-    if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    return model
-
-
-def micro_batches(global_batch, rank: int, world: int, grad_accum: int) -> list[list[int]]:
-    """This process's grad_accum micro-batches of a global batch: batch[rank::world], split in order.
-
-    Every process must run the same number of micro-steps (DDP synchronises on the last one), so
-    a global batch needs at least world x grad_accum examples.
-    """
-    batch = list(global_batch)
-    if len(batch) < world * grad_accum:
-        raise ValueError(f"a global batch of {len(batch)} cannot feed {world} processes x {grad_accum} micro-steps")
-    share = batch[rank::world]
-    bounds = [round(k * len(share) / grad_accum) for k in range(grad_accum + 1)]
-    return [share[bounds[k]:bounds[k + 1]] for k in range(grad_accum)]
-
-
-def policy_logprobs(model, batch: dict[str, torch.Tensor]):
-    """`batching.response_logprobs`, also for a model wrapped in DistributedDataParallel.
-
-    DDP synchronises gradients only for a forward that goes through its wrapper, so a wrapped model
-    runs its full forward (the output layer at every position) and the response targets are masked
-    after; a bare model skips the output layer at prompt positions. Same numbers either way.
-    """
-    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return response_logprobs(model, batch)
-    mask = batch["response_mask"]
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return token_logprobs(logits, batch["input_ids"]) * mask, mask
-
-
-def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTConfig, pad_id: int,
-              run_dir: Path | None = None, progress: bool = True) -> list[dict]:
+def train_nll(
+    model,
+    encoded: EncodedPairs,
+    val_encoded: EncodedPairs,
+    cfg: SFTConfig,
+    pad_id: int,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train `model` in place by NLL on `encoded`; returns the log rows (also written to run_dir).
 
     Each step takes a global batch of batch_size x grad_accum x processes pairs from length buckets
@@ -159,7 +128,9 @@ def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTC
     accelerator = make_accelerator(cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     if len(encoded) < world * cfg.grad_accum:
-        raise ValueError(f"{len(encoded)} training pairs cannot feed {world} processes x {cfg.grad_accum} micro-steps")
+        raise ValueError(
+            f"{len(encoded)} training pairs cannot feed {world} processes x {cfg.grad_accum} micro-steps"
+        )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -168,15 +139,21 @@ def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTC
     lengths = [len(ids) for ids in encoded.input_ids]
     batches: list[list[int]] = []
     log: list[dict] = []
-    log_file = None
+    log_file = JsonlLog(None)
     if run_dir is not None and accelerator.is_main_process:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({**asdict(cfg), "processes": world}, indent=1))
-        log_file = open(run_dir / "log.jsonl", "w")
+        (run_dir / "config.json").write_text(
+            json.dumps({**asdict(cfg), "processes": world}, indent=1)
+        )
+        log_file = JsonlLog(run_dir / "log.jsonl")
     start_time = time.time()
-    bar = tqdm(range(cfg.steps), desc="pi_ref (NLL)", disable=not progress or not accelerator.is_main_process,
-               mininterval=1.0)
+    bar = tqdm(
+        range(cfg.steps),
+        desc="pi_ref (NLL)",
+        disable=not progress or not accelerator.is_main_process,
+        mininterval=1.0,
+    )
     examples_seen = 0
     for step in bar:
         global_batch = []
@@ -187,10 +164,15 @@ def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTC
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(3, device=accelerator.device)  # loss, summed NLL, response tokens (this process)
+        sums = torch.zeros(
+            3, device=accelerator.device
+        )  # loss, summed NLL, response tokens (this process)
         micro = micro_batches(global_batch, rank, world, cfg.grad_accum)
         for k, indices in enumerate(micro):
-            batch = {key: v.to(accelerator.device) for key, v in collate(encoded, indices, pad_id).items()}
+            batch = {
+                key: v.to(accelerator.device)
+                for key, v in collate(encoded, indices, pad_id).items()
+            }
             with _sync_on_last(accelerator, model, k == len(micro) - 1):
                 with accelerator.autocast():
                     logp, mask = policy_logprobs(model, batch)
@@ -201,29 +183,23 @@ def train_nll(model, encoded: EncodedPairs, val_encoded: EncodedPairs, cfg: SFTC
         optimizer.step()
         sums = accelerator.reduce(sums, "sum")
         examples_seen += len(global_batch)
-        row = {"step": step + 1, "loss": round(float(sums[0]) / world, 4),
-               "token_nll": round(float(sums[1] / sums[2]), 4), "lr": lr_at(step, cfg),
-               "examples_seen": examples_seen, "seconds": round(time.time() - start_time, 1)}
+        row = {
+            "step": step + 1,
+            "loss": round(float(sums[0]) / world, 4),
+            "token_nll": round(float(sums[1] / sums[2]), 4),
+            "lr": lr_at(step, cfg),
+            "examples_seen": examples_seen,
+            "seconds": round(time.time() - start_time, 1),
+        }
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            row["val_reply_ppl"] = round(reply_perplexity(accelerator.unwrap_model(model), val_encoded, pad_id,
-                                                          limit=cfg.eval_pairs), 2)
+            row["val_reply_ppl"] = round(
+                reply_perplexity(
+                    accelerator.unwrap_model(model), val_encoded, pad_id, limit=cfg.eval_pairs
+                ),
+                2,
+            )
             bar.set_postfix(val_ppl=row["val_reply_ppl"])
         log.append(row)
-        if log_file is not None:
-            log_file.write(json.dumps(row) + "\n")
-    if log_file is not None:
-        log_file.close()
+        log_file.write(row)
     finish_training(accelerator.unwrap_model(model), cfg)
     return log
-
-
-def _sync_on_last(accelerator, model, last: bool):
-    """DDP all-reduces gradients in every backward; skip that on all but the last micro-step."""
-    return contextlib.nullcontext() if last else accelerator.no_sync(model)
-
-
-def finish_training(model, cfg) -> None:
-    """Undo `prepare_for_training` (checkpointing off) and switch to eval mode."""
-    if cfg.grad_checkpointing:
-        model.gradient_checkpointing_disable()
-    model.eval()

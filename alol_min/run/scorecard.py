@@ -1,4 +1,4 @@
-"""The paper's claims (spec section 9), each checked against a reproduction's logged results.
+"""The paper's claims (docs/method.md §11), each checked against a reproduction's logged results.
 
     claims = scorecard(Path("results/tiny-hh"))   # [{"claim", "verdict", "evidence"}, ...]
 
@@ -6,6 +6,7 @@ A verdict is "holds", "does not hold", or "not measured" (the runs it needs are 
 2 seeds, or a method or data variant that was not run). Nothing here is tuned: it reads
 `summary.csv` and the run logs, and says what they show.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .plots import read_logs, read_summary
+from alol_min.run.plots import read_logs, read_summary
 
 HOLDS, FAILS, MISSING = "holds", "does not hold", "not measured"
 
@@ -38,7 +39,10 @@ def _beats(m: dict, a: str, b: str, metric: str = "total") -> tuple[str, str]:
         return MISSING, f"needs runs of {a} and {b}"
     x, y = m[a][metric], m[b][metric]
     gap, spread = x.mean() - y.mean(), max(_sd(x), _sd(y))
-    evidence = f"{a} {x.mean():.3f} vs {b} {y.mean():.3f} (gap {gap:+.3f}, seed sd {spread:.3f}, seeds {len(x)}/{len(y)})"
+    evidence = (
+        f"{a} {x.mean():.3f} vs {b} {y.mean():.3f} "
+        f"(gap {gap:+.3f}, seed sd {spread:.3f}, seeds {len(x)}/{len(y)})"
+    )
     if min(len(x), len(y)) < 2:
         return MISSING, evidence + "; needs >= 2 seeds"
     return (HOLDS if gap > spread else FAILS), evidence
@@ -55,7 +59,9 @@ def examples_to_reach(rows: list[dict], level: float) -> int | None:
     return next((r["examples_seen"] for r in rows if r.get("val_total", -np.inf) >= level), None)
 
 
-def scorecard(task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | None = None) -> list[dict]:
+def scorecard(
+    task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | None = None
+) -> list[dict]:
     """Check each claim on one task's results.
 
     noisy_dir / clean_dir hold the runs trained on low- / high-rated data only (default: the sibling
@@ -68,72 +74,136 @@ def scorecard(task_dir: Path, noisy_dir: Path | None = None, clean_dir: Path | N
     claims = []
 
     def add(claim, verdict_evidence):
-        claims.append({"claim": claim, "verdict": verdict_evidence[0], "evidence": verdict_evidence[1]})
+        claims.append(
+            {"claim": claim, "verdict": verdict_evidence[0], "evidence": verdict_evidence[1]}
+        )
 
     add("A-LoL beats NLL on test reward by more than the seed spread", _beats(m, "a_lol", "nll"))
     noisy_dir = Path(noisy_dir) if noisy_dir else task_dir.with_name(task_dir.name + "-low-rated")
     clean_dir = Path(clean_dir) if clean_dir else task_dir.with_name(task_dir.name + "-high-rated")
-    noisy_claim = "robust to noisy data: A-LoL's gap over NLL is positive and larger on low-rated data"
+    noisy_claim = (
+        "robust to noisy data: A-LoL's gap over NLL is positive and larger on low-rated data"
+    )
     if (noisy_dir / "summary.csv").exists():
         low = _by_method(read_summary(noisy_dir))
-        clean, clean_name = (_by_method(read_summary(clean_dir)), "high-rated") if (clean_dir / "summary.csv").exists() \
+        clean, clean_name = (
+            (_by_method(read_summary(clean_dir)), "high-rated")
+            if (clean_dir / "summary.csv").exists()
             else (m, "all")
+        )
         if all(k in low and k in clean for k in ("a_lol", "nll")):
             gap_low = low["a_lol"]["total"].mean() - low["nll"]["total"].mean()
             gap_clean = clean["a_lol"]["total"].mean() - clean["nll"]["total"].mean()
             ref = low["pi_ref"]["total"].mean() if "pi_ref" in low else float("nan")
-            add(noisy_claim, (HOLDS if gap_low > max(gap_clean, 0) else FAILS,
-                              f"gap on low-rated data {gap_low:+.3f}, on {clean_name} data {gap_clean:+.3f}; NLL on "
-                              f"low-rated {low['nll']['total'].mean():.3f} vs pi_ref {ref:.3f}"))
+            add(
+                noisy_claim,
+                (
+                    HOLDS if gap_low > max(gap_clean, 0) else FAILS,
+                    f"gap on low-rated data {gap_low:+.3f}, on {clean_name} data {gap_clean:+.3f}; NLL on "
+                    f"low-rated {low['nll']['total'].mean():.3f} vs pi_ref {ref:.3f}",
+                ),
+            )
         else:
             add(noisy_claim, (MISSING, "needs a_lol and nll runs on both data sets"))
     else:
         add(noisy_claim, (MISSING, "no low-rated-data runs"))
     for ablation in ("a_lol_no_clamp", "a_lol_good_random"):
-        add(f"dropping negative advantages matters: A-LoL beats {ablation}", _beats(m, "a_lol", ablation))
-    add("the importance weight helps: A-LoL beats A-LoL ref-free (r fixed at 1)", _beats(m, "a_lol", "a_lol_ref_free"))
+        add(
+            f"dropping negative advantages matters: A-LoL beats {ablation}",
+            _beats(m, "a_lol", ablation),
+        )
+    add(
+        "the importance weight helps: A-LoL beats A-LoL ref-free (r fixed at 1)",
+        _beats(m, "a_lol", "a_lol_ref_free"),
+    )
     variants = [v for v in ("a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl") if v in m]
     for baseline in ("r_lol", "r_gold"):
         if baseline in m and variants:
             wins = [v for v in variants if m[v]["total"].mean() > m[baseline]["total"].mean()]
-            below = "".join(f"; {v} {m[v]['total'].mean():.3f} is not" for v in variants if v not in wins)
-            add(f"A-LoL variants beat {baseline}",
-                (HOLDS if len(wins) == len(variants) else FAILS, f"{len(wins)}/{len(variants)} variants above {baseline} "
-                 f"({m[baseline]['total'].mean():.3f}){below}"))
+            below = "".join(
+                f"; {v} {m[v]['total'].mean():.3f} is not" for v in variants if v not in wins
+            )
+            add(
+                f"A-LoL variants beat {baseline}",
+                (
+                    HOLDS if len(wins) == len(variants) else FAILS,
+                    f"{len(wins)}/{len(variants)} variants above {baseline} "
+                    f"({m[baseline]['total'].mean():.3f}){below}",
+                ),
+            )
         else:
             add(f"A-LoL variants beat {baseline}", (MISSING, f"needs runs of {baseline}"))
     others = [k for k in m if k not in ("pi_ref", "a_lol") and len(m[k]["total"]) > 1]
     if "a_lol" in m and len(m["a_lol"]["total"]) > 1 and others:
-        sd_alol, sd_median = _sd(m["a_lol"]["total"]), float(np.median([_sd(m[k]["total"]) for k in others]))
-        add("A-LoL is stable over seeds (seed sd no larger than the median method's)",
-            (HOLDS if sd_alol <= sd_median else FAILS, f"A-LoL sd {sd_alol:.3f}, median of other methods {sd_median:.3f}"))
+        sd_alol, sd_median = (
+            _sd(m["a_lol"]["total"]),
+            float(np.median([_sd(m[k]["total"]) for k in others])),
+        )
+        add(
+            "A-LoL is stable over seeds (seed sd no larger than the median method's)",
+            (
+                HOLDS if sd_alol <= sd_median else FAILS,
+                f"A-LoL sd {sd_alol:.3f}, median of other methods {sd_median:.3f}",
+            ),
+        )
     else:
-        add("A-LoL is stable over seeds (seed sd no larger than the median method's)", (MISSING, "needs >= 2 seeds"))
+        add(
+            "A-LoL is stable over seeds (seed sd no larger than the median method's)",
+            (MISSING, "needs >= 2 seeds"),
+        )
     if "a_lol" in m and "nll" in m:
         d2 = (m["a_lol"]["distinct_2"].mean(), m["nll"]["distinct_2"].mean())
         length = (m["a_lol"]["length"].mean(), m["nll"]["length"].mean())
         ok = d2[0] >= d2[1] and length[0] <= 1.25 * length[1]
-        add("diversity (distinct-2) at least NLL's, without a length blow-up (<= 1.25x NLL's length)",
-            (HOLDS if ok else FAILS, f"distinct-2 {d2[0]:.3f} vs {d2[1]:.3f}; length {length[0]:.1f} vs {length[1]:.1f} words"))
-        skip = {"total", "length", "distinct_1", "distinct_2", "distinct_3", "steps", "examples_seen"}
+        add(
+            "diversity (distinct-2) at least NLL's, without a length blow-up (<= 1.25x NLL's length)",
+            (
+                HOLDS if ok else FAILS,
+                f"distinct-2 {d2[0]:.3f} vs {d2[1]:.3f}; length {length[0]:.1f} vs {length[1]:.1f} words",
+            ),
+        )
+        skip = {
+            "total",
+            "length",
+            "distinct_1",
+            "distinct_2",
+            "distinct_3",
+            "steps",
+            "examples_seen",
+        }
         components = [c for c in m["a_lol"] if c not in skip and c in m["nll"]]
         up = [c for c in components if m["a_lol"][c].mean() > m["nll"][c].mean()]
-        add("several reward components improve together (A-LoL over NLL)",
-            (HOLDS if len(up) >= 2 else FAILS, f"{len(up)}/{len(components)} up: {', '.join(up) or 'none'}"))
+        add(
+            "several reward components improve together (A-LoL over NLL)",
+            (
+                HOLDS if len(up) >= 2 else FAILS,
+                f"{len(up)}/{len(components)} up: {', '.join(up) or 'none'}",
+            ),
+        )
     if "a_lol" in logs and "nll" in logs:
-        nll_best = float(np.mean([max(r["val_total"] for r in rows if "val_total" in r) for rows in logs["nll"]]))
+        nll_best = float(
+            np.mean([max(r["val_total"] for r in rows if "val_total" in r) for rows in logs["nll"]])
+        )
         nll_seen = float(np.mean([examples_to_best(rows) for rows in logs["nll"]]))
         reach = [examples_to_reach(rows, nll_best) for rows in logs["a_lol"]]
         if nll_seen == 0:
-            verdict = (MISSING, f"NLL never improved on pi_ref's validation reward ({nll_best:.3f}), so there is "
-                                "no level to race to")
+            verdict = (
+                MISSING,
+                f"NLL never improved on pi_ref's validation reward ({nll_best:.3f}), so there is "
+                "no level to race to",
+            )
         elif None in reach:
             verdict = (FAILS, f"A-LoL never reached NLL's best validation reward {nll_best:.3f}")
         else:
-            verdict = (HOLDS if np.mean(reach) <= nll_seen else FAILS,
-                       f"examples seen to reach NLL's best validation reward ({nll_best:.3f}): A-LoL "
-                       f"{np.mean(reach):.0f}, NLL {nll_seen:.0f}")
-        add("data efficiency: A-LoL reaches NLL's best validation reward after no more examples than NLL", verdict)
+            verdict = (
+                HOLDS if np.mean(reach) <= nll_seen else FAILS,
+                f"examples seen to reach NLL's best validation reward ({nll_best:.3f}): A-LoL "
+                f"{np.mean(reach):.0f}, NLL {nll_seen:.0f}",
+            )
+        add(
+            "data efficiency: A-LoL reaches NLL's best validation reward after no more examples than NLL",
+            verdict,
+        )
     return claims
 
 

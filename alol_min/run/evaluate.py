@@ -1,24 +1,25 @@
 """Test-time evaluation: decode, score with the reward (every component), length, distinct-n.
 
-    distinct-n = unique word n-grams / all word n-grams, pooled over the outputs (an `evaluate`
-    metric module shipped in `alol_min/metrics/distinct_n`, loaded by path: the hub's metrics
-    cannot load offline).
+distinct-n = unique word n-grams / all word n-grams, pooled over the outputs (an `evaluate`
+metric module shipped in `alol_min/metrics/distinct_n`, loaded by path: the hub's metrics
+cannot load offline).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
+import evaluate
 import numpy as np
 
-from .generation import DecodeConfig, generate_responses
+from alol_min.lm.generation import DecodeConfig, generate_responses
 
 METRIC_PATH = Path(__file__).parent / "metrics" / "distinct_n"
 
 
 @lru_cache(maxsize=1)
 def _distinct_metric():
-    import evaluate
 
     return evaluate.load(str(METRIC_PATH))
 
@@ -37,8 +38,17 @@ def score_responses(prompts, responses, reward) -> dict[str, float]:
     return out
 
 
-def evaluate_policy(model, tokenizer, prompts, reward, decode: DecodeConfig, max_prompt_tokens: int,
-                    progress: bool = False) -> tuple[dict[str, float], list[str]]:
+def evaluate_policy(
+    model,
+    tokenizer,
+    prompts,
+    reward,
+    decode: DecodeConfig,
+    max_prompt_tokens: int,
+    progress: bool = False,
+) -> tuple[dict[str, float], list[str]]:
     """Decode one response per prompt with the documented setting and score it."""
-    responses = generate_responses(model, tokenizer, prompts, decode, max_prompt_tokens, progress=progress)
+    responses = generate_responses(
+        model, tokenizer, prompts, decode, max_prompt_tokens, progress=progress
+    )
     return score_responses(prompts, responses, reward), responses

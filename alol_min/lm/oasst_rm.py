@@ -18,13 +18,15 @@ load as they are:
 
 `logits` is r with shape [B, 1]; `rewards.SequenceClassifierReward` reads sigmoid(r). It pads on
 the right, so the last real token is the final EOS of the OpenAssistant format and the real tokens
-keep their positions; the mask, not the pad id, finds that token (the pad id may equal EOS). The original's "mean" branch multiplies
-[B, T, H] by an unbroadcast [B, T] mask; here it is the masked mean it means. The published RMs
+keep their positions; the mask, not the pad id, finds that token (the pad id may equal EOS). The
+original's "mean" branch multiplies [B, T, H] by an unbroadcast [B, T] mask; here it is the masked
+mean it means. The published RMs
 use "last".
 
 Importing this module registers the classes with AutoConfig and AutoModelForSequenceClassification
 (`SequenceClassifierReward` imports it, so a user just passes the hub name or a local folder).
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,10 +54,14 @@ class GPTNeoXRewardModelConfig(GPTNeoXConfig):
         self.num_labels = 1
 
 
-def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+def pool_hidden_states(
+    hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
+) -> torch.Tensor:
     """[B, T, H] hidden states -> [B, H], by the formula of the module docstring."""
     if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r} in the reward model's config: expected one of {POOLINGS}")
+        raise ValueError(
+            f"unknown pooling {pooling!r} in the reward model's config: expected one of {POOLINGS}"
+        )
     if attention_mask is None:
         return hidden[:, -1] if pooling == "last" else hidden.mean(dim=1)
     mask = attention_mask.to(hidden.dtype)
@@ -74,22 +80,36 @@ class GPTNeoXRewardModel(GPTNeoXPreTrainedModel):
 
     def __init__(self, config: GPTNeoXRewardModelConfig):
         if config.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {config.pooling!r} in the reward model's config: "
-                             f"expected one of {POOLINGS}")
+            raise ValueError(
+                f"unknown pooling {config.pooling!r} in the reward model's config: "
+                f"expected one of {POOLINGS}"
+            )
         super().__init__(config)
         self.gpt_neox = GPTNeoXModel(config)
         self.out_proj = nn.Linear(config.hidden_size, 1)
         self.post_init()
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
         """`logits` [B, 1] = out_proj(pooled hidden state); no loss (the RM is only scored here)."""
         kwargs.pop("token_type_ids", None)  # GPT-NeoX has no segment embeddings
-        hidden = self.gpt_neox(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                               use_cache=False, **kwargs).last_hidden_state
+        hidden = self.gpt_neox(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        ).last_hidden_state
         logits = self.out_proj(pool_hidden_states(hidden, attention_mask, self.config.pooling))
         return SequenceClassifierOutput(logits=logits)
 
 
 AutoConfig.register(GPTNeoXRewardModelConfig.model_type, GPTNeoXRewardModelConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(GPTNeoXRewardModelConfig, GPTNeoXRewardModel, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    GPTNeoXRewardModelConfig, GPTNeoXRewardModel, exist_ok=True
+)

@@ -3,16 +3,17 @@
 Each step draws a batch from the method's sampling distribution (uniform, p ~ R, p ~ A+, ...),
 computes pi_theta's per-token log-probs of the batch's responses, and takes the mean of the
 method's per-example loss. pi_ref's log-probs come from the cache built by
-`pipeline.reference_pass`, so no method runs pi_ref during training: A-LoL's step costs what an
+`run.prepare.reference_pass`, so no method runs pi_ref during training: A-LoL's step costs what an
 NLL step costs. Periodic validation decodes the validation prompts, scores them, and keeps the
 best checkpoint by validation reward (the paper's model selection).
 
 Scaling: `grad_accum`, `bf16`, `grad_checkpointing` and several processes (`accelerate launch`)
-work as in `training` (see its docstring): a step's global batch of batch_size x grad_accum x
+work as in `lm.sft` (see its docstring): a step's global batch of batch_size x grad_accum x
 processes indices is drawn once, by a sampler seeded alike on every process, so every process holds
 the same global index list; each keeps `rank_slice(batch, rank, processes)` and splits it into
 grad_accum micro-batches. The update is that of the mean per-example loss over the global batch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,11 +27,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .advantage import draw_batch, leftover_fraction, rank_slice, sampling_weights, scaled_step_budget
-from .batching import EncodedPairs, collate, scatter_ref_logprobs
-from .importance import clip_fraction, clipped_share, sequence_log_ratio
-from .losses import METHODS, method_loss, pairwise_loss
-from .training import finish_training, make_accelerator, micro_batches, policy_logprobs, prepare_for_training
+from alol_min.advantage import (
+    draw_batch,
+    leftover_fraction,
+    rank_slice,
+    sampling_weights,
+    scaled_step_budget,
+)
+from alol_min.importance import clip_fraction, clipped_share, sequence_log_ratio
+from alol_min.lm.batching import EncodedPairs, collate, scatter_ref_logprobs
+from alol_min.lm.loop import (
+    JsonlLog,
+    finish_training,
+    make_accelerator,
+    micro_batches,
+    policy_logprobs,
+    prepare_for_training,
+)
+from alol_min.losses import method_loss, method_spec, pairwise_loss
 
 
 @dataclass
@@ -89,9 +103,11 @@ class OfflineData:
     ref_logp_rejected: list | None = None
 
 
-def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfig, pad_id: int, device="cpu"):
+def batch_loss(
+    model, method: str, data: OfflineData, indices, cfg: OfflineConfig, pad_id: int, device="cpu"
+):
     """Mean loss of `method` on the examples at `indices`, and the batch's importance clip fraction."""
-    spec = METHODS[method]
+    spec = method_spec(method)
 
     def per_example(values):  # rewards and advantages of the batch, on the model's device
         return torch.as_tensor(values[indices], dtype=torch.float32, device=device)
@@ -104,22 +120,44 @@ def batch_loss(model, method: str, data: OfflineData, indices, cfg: OfflineConfi
     if spec.pairwise:
         rej = {k: v.to(device) for k, v in collate(data.rejected, indices, pad_id).items()}
         logp_r, mask_r = policy_logprobs(model, rej)
-        ref_r = scatter_ref_logprobs([data.ref_logp_rejected[i].to(device) for i in indices], mask_r) if spec.needs_ref else None
+        ref_r = (
+            scatter_ref_logprobs([data.ref_logp_rejected[i].to(device) for i in indices], mask_r)
+            if spec.needs_ref
+            else None
+        )
         losses = pairwise_loss(
-            method, logp_chosen=logp, mask_chosen=mask, logp_rejected=logp_r, mask_rejected=mask_r,
-            ref_logp_chosen=ref, ref_logp_rejected=ref_r,
+            method,
+            logp_chosen=logp,
+            mask_chosen=mask,
+            logp_rejected=logp_r,
+            mask_rejected=mask_r,
+            ref_logp_chosen=ref,
+            ref_logp_rejected=ref_r,
             reward_chosen=per_example(data.reward),
-            reward_rejected=per_example(data.reward_rejected) if data.reward_rejected is not None else None,
-            beta=cfg.dpo_beta, sft_weight=cfg.pro_sft_weight)
+            reward_rejected=per_example(data.reward_rejected)
+            if data.reward_rejected is not None
+            else None,
+            beta=cfg.dpo_beta,
+            sft_weight=cfg.pro_sft_weight,
+        )
         return losses.mean(), None
     advantage = per_example(data.advantage) if spec.needs_value else None
-    clip = 0.0 if method == "a_lol_kl" else cfg.clip
-    losses = method_loss(method, logp=logp, mask=mask, ref_logp=ref,
-                         reward=per_example(data.reward),
-                         advantage=advantage, clip=clip, kl_beta=cfg.kl_beta, gold_floor=cfg.gold_floor)
+    losses = method_loss(
+        method,
+        logp=logp,
+        mask=mask,
+        ref_logp=ref,
+        reward=per_example(data.reward),
+        advantage=advantage,
+        clip=cfg.clip,
+        kl_beta=cfg.kl_beta,
+        gold_floor=cfg.gold_floor,
+    )
     fraction = None
-    if ref is not None and method in ("r_lol", "a_lol", "a_lol_seq", "a_lol_no_clamp"):
-        fraction = clip_fraction(logp.detach(), ref, mask, cfg.clip, per_token=method == "a_lol_seq")
+    if spec.importance is not None:
+        fraction = clip_fraction(
+            logp.detach(), ref, mask, cfg.clip, per_token=spec.importance == "token"
+        )
     return losses.mean(), fraction
 
 
@@ -128,19 +166,24 @@ PROBE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 def probe_indices(data: OfflineData, n: int) -> np.ndarray:
     """The first n training pairs with A > 0 (all pairs if there is no advantage): a fixed probe set."""
-    pool = np.arange(len(data.encoded)) if data.advantage is None else np.flatnonzero(data.advantage > 0)
+    pool = (
+        np.arange(len(data.encoded))
+        if data.advantage is None
+        else np.flatnonzero(data.advantage > 0)
+    )
     return pool[:n]
 
 
 @torch.no_grad()
-def probe_log_ratios(model, data: OfflineData, indices: np.ndarray, pad_id: int, device="cpu",
-                     batch_size: int = 64) -> np.ndarray:
+def probe_log_ratios(
+    model, data: OfflineData, indices: np.ndarray, pad_id: int, device="cpu", batch_size: int = 64
+) -> np.ndarray:
     """log r = log pi_theta(y|x) - log pi_ref(y|x) of the pairs at `indices` (eval mode, no dropout)."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size].tolist()
+        chunk = indices[start : start + batch_size].tolist()
         batch = {k: v.to(device) for k, v in collate(data.encoded, chunk, pad_id).items()}
         logp, mask = policy_logprobs(model, batch)
         ref = scatter_ref_logprobs([data.ref_logp[i].to(device) for i in chunk], mask)
@@ -151,15 +194,26 @@ def probe_log_ratios(model, data: OfflineData, indices: np.ndarray, pad_id: int,
 
 def probe_row(log_r: np.ndarray, clip: float | None) -> dict:
     """Quantiles of log r and the share of weights r at a clip bound (`importance.clipped_share`)."""
-    row = {f"logr_p{round(q * 100):02d}": round(float(v), 4) for q, v in zip(PROBE_QUANTILES, np.quantile(log_r, PROBE_QUANTILES))}
+    row = {
+        f"logr_p{round(q * 100):02d}": round(float(v), 4)
+        for q, v in zip(PROBE_QUANTILES, np.quantile(log_r, PROBE_QUANTILES))
+    }
     if clip is not None:
         row["probe_clipped"] = round(clipped_share(torch.as_tensor(log_r), clip), 4)
     return row
 
 
-def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig, pad_id: int,
-                  validate=None, run_dir: Path | None = None, progress: bool = True,
-                  initial_scores: dict | None = None):
+def train_offline(
+    ref_model,
+    method: str,
+    data: OfflineData,
+    cfg: OfflineConfig,
+    pad_id: int,
+    validate=None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    initial_scores: dict | None = None,
+):
     """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
 
     `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps and at the end;
@@ -169,20 +223,23 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
     Under several processes every process validates (the same numbers) and only the main one writes
     run_dir.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    spec = METHODS[method]
-    if spec.pairwise and (data.rejected is None or (spec.needs_ref and data.ref_logp_rejected is None)):
-        raise ValueError(f"{method} trains on (chosen, rejected) pairs, but the OfflineData has no rejected "
-                         "replies (or no pi_ref log-probs of them): prepare_offline(..., rejected=True)")
+    spec = method_spec(method)
+    if spec.pairwise and (
+        data.rejected is None or (spec.needs_ref and data.ref_logp_rejected is None)
+    ):
+        raise ValueError(
+            f"{method} trains on (chosen, rejected) pairs, but the OfflineData has no rejected "
+            "replies (or no pi_ref log-probs of them): prepare_offline(..., rejected=True)"
+        )
     accelerator = make_accelerator(cfg)
     world = accelerator.num_processes
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)  # the same stream on every process
-    weights = sampling_weights(spec.sampler, reward=data.reward, advantage=data.advantage,
-                               num_examples=len(data.encoded))
+    weights = sampling_weights(
+        spec.sampler, reward=data.reward, advantage=data.advantage, num_examples=len(data.encoded)
+    )
     steps = cfg.steps
-    if spec.sampler == "advantage" and cfg.scale_steps_by_leftover:
+    if spec.scales_steps and cfg.scale_steps_by_leftover:
         steps = scaled_step_budget(cfg.steps, leftover_fraction(data.advantage))
     global_size = cfg.batch_size * cfg.grad_accum * world
     model = prepare_for_training(copy.deepcopy(ref_model), cfg)
@@ -190,57 +247,97 @@ def train_offline(ref_model, method: str, data: OfflineData, cfg: OfflineConfig,
     model, optimizer = accelerator.prepare(model, optimizer)
     log, seen = [], set()
     best_score, best_state = -float("inf"), None
-    probe = probe_indices(data, cfg.probe_pairs) if spec.needs_ref and data.ref_logp is not None else np.zeros(0, int)
+    probe = (
+        probe_indices(data, cfg.probe_pairs)
+        if spec.needs_ref and data.ref_logp is not None
+        else np.zeros(0, int)
+    )
     probe_log_r = None
     if validate is not None:
-        scores = initial_scores if initial_scores is not None else validate(accelerator.unwrap_model(model))
-        best_score, best_state = scores["total"], copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+        scores = (
+            initial_scores
+            if initial_scores is not None
+            else validate(accelerator.unwrap_model(model))
+        )
+        best_score, best_state = (
+            scores["total"],
+            copy.deepcopy(accelerator.unwrap_model(model).state_dict()),
+        )
         log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
-    log_file = None
+    log_file = JsonlLog(None)
     if run_dir is not None and accelerator.is_main_process:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({"method": method, "steps_run": steps, "processes": world,
-                                                         "global_batch": global_size, **asdict(cfg)}, indent=1))
-        log_file = open(run_dir / "log.jsonl", "w")
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "method": method,
+                    "steps_run": steps,
+                    "processes": world,
+                    "global_batch": global_size,
+                    **asdict(cfg),
+                },
+                indent=1,
+            )
+        )
+        log_file = JsonlLog(run_dir / "log.jsonl")
         for row in log:
-            log_file.write(json.dumps(row) + "\n")
+            log_file.write(row)
     start = time.time()
-    bar = tqdm(range(steps), desc=spec.label, disable=not progress or not accelerator.is_main_process,
-               mininterval=1.0)
+    bar = tqdm(
+        range(steps),
+        desc=spec.label,
+        disable=not progress or not accelerator.is_main_process,
+        mininterval=1.0,
+    )
     for step in bar:
         global_batch = draw_batch(weights, global_size, generator)
         seen.update(global_batch.tolist())
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         model.train()  # validation decodes in eval mode
-        loss, fraction = _optimizer_step(model, optimizer, accelerator, method, data, cfg, pad_id, global_batch)
+        loss, fraction = _optimizer_step(
+            model, optimizer, accelerator, method, data, cfg, pad_id, global_batch
+        )
         if not np.isfinite(loss):
             raise FloatingPointError(f"{method}: loss is {loss} at step {step + 1}")
-        row = {"step": step + 1, "loss": round(loss, 5), "lr": optimizer.param_groups[0]["lr"],
-               "examples_seen": (step + 1) * global_size, "unique_examples_seen": len(seen),
-               "seconds": round(time.time() - start, 2)}
+        row = {
+            "step": step + 1,
+            "loss": round(loss, 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "examples_seen": (step + 1) * global_size,
+            "unique_examples_seen": len(seen),
+            "seconds": round(time.time() - start, 2),
+        }
         if fraction is not None:
             row["clip_fraction"] = round(fraction, 4)
         if validate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
             scores = validate(accelerator.unwrap_model(model))
             row.update({f"val_{k}": v for k, v in scores.items()})
             if len(probe):
-                probe_log_r = probe_log_ratios(accelerator.unwrap_model(model), data, probe, pad_id, accelerator.device)
+                probe_log_r = probe_log_ratios(
+                    accelerator.unwrap_model(model), data, probe, pad_id, accelerator.device
+                )
                 row.update(probe_row(probe_log_r, cfg.clip))
             bar.set_postfix(loss=row["loss"], val=round(scores["total"], 3))
             if scores["total"] > best_score:
                 best_score = scores["total"]
                 best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
                 row["best"] = True
-                if probe_log_r is not None and log_file is not None:  # the kept checkpoint's weights
-                    (run_dir / "importance.json").write_text(json.dumps(
-                        {"step": step + 1, "clip": cfg.clip, "log_ratio": np.round(probe_log_r, 4).tolist()}))
+                if (
+                    probe_log_r is not None and log_file.path is not None
+                ):  # the kept checkpoint's weights
+                    (run_dir / "importance.json").write_text(
+                        json.dumps(
+                            {
+                                "step": step + 1,
+                                "clip": cfg.clip,
+                                "log_ratio": np.round(probe_log_r, 4).tolist(),
+                            }
+                        )
+                    )
         log.append(row)
-        if log_file is not None:
-            log_file.write(json.dumps(row) + "\n")
-    if log_file is not None:
-        log_file.close()
+        log_file.write(row)
     model = accelerator.unwrap_model(model)
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -256,15 +353,21 @@ def _optimizer_step(model, optimizer, accelerator, method, data, cfg, pad_id, gl
     rank, world = accelerator.process_index, accelerator.num_processes
     micro = micro_batches(rank_slice(global_batch, rank, world).tolist(), 0, 1, cfg.grad_accum)
     optimizer.zero_grad(set_to_none=True)
-    sums = torch.zeros(3, device=accelerator.device)  # weighted loss, clip fraction sum, micro-batches with one
+    sums = torch.zeros(
+        3, device=accelerator.device
+    )  # weighted loss, clip fraction sum, micro-batches with one
     for k, indices in enumerate(micro):
         sync = contextlib.nullcontext() if k == len(micro) - 1 else accelerator.no_sync(model)
         with sync:
             with accelerator.autocast():
-                mean_loss, fraction = batch_loss(model, method, data, indices, cfg, pad_id, accelerator.device)
+                mean_loss, fraction = batch_loss(
+                    model, method, data, indices, cfg, pad_id, accelerator.device
+                )
                 loss = mean_loss * len(indices) * world / len(global_batch)
             accelerator.backward(loss)
-        sums += torch.tensor([loss.item(), fraction or 0.0, fraction is not None], device=accelerator.device)
+        sums += torch.tensor(
+            [loss.item(), fraction or 0.0, fraction is not None], device=accelerator.device
+        )
     accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     sums = accelerator.reduce(sums, "sum")

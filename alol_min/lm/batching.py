@@ -7,6 +7,7 @@ final <eos>; the loss never sees prompt tokens.
 `response_logprobs` returns log pi(y_t | x, y_<t) on a [B, T] grid with a mask that is 1 on
 response targets: exactly the `logp, mask` pair that `losses.method_loss` takes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,15 +32,20 @@ class EncodedPairs:
 
     def select(self, indices) -> "EncodedPairs":
         """The pairs at `indices`, in that order (truncation counts are those of the whole set)."""
-        return EncodedPairs([self.input_ids[i] for i in indices], [self.response_start[i] for i in indices],
-                            dict(self.truncated))
+        return EncodedPairs(
+            [self.input_ids[i] for i in indices],
+            [self.response_start[i] for i in indices],
+            dict(self.truncated),
+        )
 
     def prompt_ids(self, i: int) -> list[int]:
         """The prompt part (with its <eos> separator) of pair i: what the policy is conditioned on."""
-        return self.input_ids[i][:self.response_start[i]]
+        return self.input_ids[i][: self.response_start[i]]
 
 
-def encode_pairs(tokenizer, prompts, responses, max_prompt_tokens: int, max_response_tokens: int) -> EncodedPairs:
+def encode_pairs(
+    tokenizer, prompts, responses, max_prompt_tokens: int, max_response_tokens: int
+) -> EncodedPairs:
     """Tokenize pairs: left-truncate prompts, right-truncate responses, join with <eos>."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -79,12 +85,16 @@ def collate(encoded: EncodedPairs, indices, pad_id: int) -> dict[str, torch.Tens
     width = int(lengths.max())
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for b, r in enumerate(rows):
-        input_ids[b, :len(r)] = torch.tensor(r)
+        input_ids[b, : len(r)] = torch.tensor(r)
     positions = torch.arange(width)
     attention_mask = (positions[None, :] < lengths[:, None]).long()
     target = positions[None, 1:]
     response_mask = ((target >= starts[:, None]) & (target < lengths[:, None])).float()
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "response_mask": response_mask,
+    }
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -99,11 +109,15 @@ def response_logprobs(model, batch: dict[str, torch.Tensor]):
     The output layer and softmax run only at response positions: prompt positions need no
     vocabulary distribution, and skipping them saves a large share of a small model's step.
     """
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.base_model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
     return response_logprobs_from_states(model, hidden, batch), batch["response_mask"]
 
 
-def response_logprobs_from_states(model, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def response_logprobs_from_states(
+    model, hidden: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """logp [B, L-1] of the response targets from the last hidden states [B, L, d] (zeros elsewhere):
     log softmax(W h_t)[y_t+1] at the positions where batch["response_mask"] is 1."""
     mask = batch["response_mask"]
@@ -116,7 +130,9 @@ def response_logprobs_from_states(model, hidden: torch.Tensor, batch: dict[str, 
     return logp
 
 
-def scatter_ref_logprobs(ref_token_logprobs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+def scatter_ref_logprobs(
+    ref_token_logprobs: list[torch.Tensor], mask: torch.Tensor
+) -> torch.Tensor:
     """Place cached per-example response log-probs on the batch's [B, L-1] grid (zeros elsewhere)."""
     out = torch.zeros_like(mask)
     out[mask.bool()] = torch.cat([t.to(mask.dtype) for t in ref_token_logprobs])
@@ -129,7 +145,7 @@ def length_buckets(lengths, batch_size: int, generator: torch.Generator) -> list
     chunk = batch_size * 50
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        batches += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
     perm = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in perm]

@@ -5,6 +5,7 @@ nucleus sampling (top-p 0.9), the same seed for every model, which makes the out
 deterministic. The paper's Reddit setting (beam search with 2 beams, repetition penalty 2.5) is
 available as `DecodeConfig.paper_beam()`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .batching import encode_prompts
+from alol_min.lm.batching import encode_prompts
 
 
 class _UnpaddedBatchWarning(logging.Filter):
@@ -45,8 +46,8 @@ def _no_unpadded_batch_warning():
 class DecodeConfig:
     """How responses are decoded."""
 
-    max_new_tokens: int = 32
-    """Longest response in tokens."""
+    max_new_tokens: int | None = 32
+    """Longest response in tokens (None: the model's max_response_tokens, filled in by the run)."""
     do_sample: bool = True
     """Sample (True) or search (False)."""
     top_p: float = 0.9
@@ -65,12 +66,15 @@ class DecodeConfig:
     @classmethod
     def paper_beam(cls, max_new_tokens: int = 32) -> "DecodeConfig":
         """The paper's Reddit/WoW decoding: 2 beams, repetition penalty 2.5, no sampling."""
-        return cls(max_new_tokens=max_new_tokens, do_sample=False, num_beams=2, repetition_penalty=2.5)
+        return cls(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=2, repetition_penalty=2.5
+        )
 
 
 @torch.no_grad()
-def generate_responses(model, tokenizer, prompts, cfg: DecodeConfig, max_prompt_tokens: int,
-                       progress: bool = False) -> list[str]:
+def generate_responses(
+    model, tokenizer, prompts, cfg: DecodeConfig, max_prompt_tokens: int, progress: bool = False
+) -> list[str]:
     """Decode one response per prompt (left-padded batches), cut at the first <eos>."""
     model.eval()
     device = next(model.parameters()).device
@@ -79,25 +83,37 @@ def generate_responses(model, tokenizer, prompts, cfg: DecodeConfig, max_prompt_
     outputs: list[str] = [""] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     # the decoding seed must not leak into training's random streams (CPU, and the GPU's when on one)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _no_unpadded_batch_warning():
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        _no_unpadded_batch_warning(),
+    ):
         torch.manual_seed(cfg.seed)
-        for start in tqdm(range(0, len(order), cfg.batch_size), desc="decode", disable=not progress):
-            idx = order[start:start + cfg.batch_size]
+        for start in tqdm(
+            range(0, len(order), cfg.batch_size), desc="decode", disable=not progress
+        ):
+            idx = order[start : start + cfg.batch_size]
             width = max(len(prompt_ids[i]) for i in idx)
             input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
             attention = torch.zeros((len(idx), width), dtype=torch.long)
             for b, i in enumerate(idx):
-                input_ids[b, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
-                attention[b, width - len(prompt_ids[i]):] = 1
+                input_ids[b, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+                attention[b, width - len(prompt_ids[i]) :] = 1
             generated = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                top_p=cfg.top_p if cfg.do_sample else None, temperature=cfg.temperature if cfg.do_sample else None,
-                top_k=0 if cfg.do_sample else None, num_beams=cfg.num_beams,
-                repetition_penalty=cfg.repetition_penalty, eos_token_id=eos, pad_token_id=pad)
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                max_new_tokens=cfg.max_new_tokens,
+                do_sample=cfg.do_sample,
+                top_p=cfg.top_p if cfg.do_sample else None,
+                temperature=cfg.temperature if cfg.do_sample else None,
+                top_k=0 if cfg.do_sample else None,
+                num_beams=cfg.num_beams,
+                repetition_penalty=cfg.repetition_penalty,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
             for b, i in enumerate(idx):
                 new = generated[b, width:].tolist()
                 if eos in new:
-                    new = new[:new.index(eos)]
+                    new = new[: new.index(eos)]
                 outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
     return outputs

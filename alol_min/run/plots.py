@@ -1,12 +1,13 @@
 """Figures and tables, rebuilt from the logged results only (never from a live run).
 
-    results/<task>/runs/<method>-s<seed>/log.jsonl  -> validation reward vs step, clip fraction vs step
-    results/<task>/runs/<method>-s<seed>/importance.json -> importance weights of the kept checkpoint
-    results/<task>/summary.csv                       -> the results table (mean +- std over seeds)
-    results/<task>/decoding_noise.json               -> pi_ref's test reward sd over decoding seeds
-    results/<task>/advantage_hist.json               -> the advantage distribution, leftovers marked
-    results/<task>-low-rated, <task>-high-rated      -> the noisy-data figure (A-LoL vs NLL)
+results/<task>/runs/<method>-s<seed>/log.jsonl  -> validation reward vs step, clip fraction vs step
+results/<task>/runs/<method>-s<seed>/importance.json -> importance weights of the kept checkpoint
+results/<task>/summary.csv                       -> the results table (mean +- std over seeds)
+results/<task>/decoding_noise.json               -> pi_ref's test reward sd over decoding seeds
+results/<task>/advantage_hist.json               -> the advantage distribution, leftovers marked
+results/<task>-low-rated, <task>-high-rated      -> the noisy-data figure (A-LoL vs NLL)
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,11 +15,13 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .importance import clipped_share
-from .losses import METHODS
+from alol_min.importance import clipped_share
+from alol_min.losses import METHODS
 
 TABLE_METRICS = ("total", "length", "distinct_1", "distinct_2", "distinct_3")
 
@@ -32,7 +35,9 @@ def read_logs(task_dir: Path) -> dict[str, list[list[dict]]]:
     runs = defaultdict(list)
     for log in sorted(Path(task_dir).glob("runs/*/log.jsonl")):
         method = log.parent.name.rsplit("-s", 1)[0]
-        runs[method].append([json.loads(line) for line in log.read_text().splitlines() if line.strip()])
+        runs[method].append(
+            [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        )
     return dict(runs)
 
 
@@ -45,7 +50,9 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per method: mean +- std over seeds of every numeric column (reward components first)."""
     skip = {"method", "seed", "steps", "examples_seen"}
     metrics = [k for k in rows[0] if k not in skip]
-    metrics = [m for m in metrics if m not in TABLE_METRICS] + [m for m in TABLE_METRICS if m in metrics]
+    metrics = [m for m in metrics if m not in TABLE_METRICS] + [
+        m for m in TABLE_METRICS if m in metrics
+    ]
     by_method = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
@@ -60,7 +67,11 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             elif len(values) == 1:
                 cells.append(f"{values[0]:.3f}" if metric != "steps" else f"{values[0]:.0f}")
             else:
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if metric != "steps" else f"{values.mean():.0f}")
+                cells.append(
+                    f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+                    if metric != "steps"
+                    else f"{values.mean():.0f}"
+                )
         table.append(cells)
     return header, table
 
@@ -72,9 +83,12 @@ def write_table(task_dir: Path, figures_dir: Path, task: str) -> Path:
     noise_path = Path(task_dir) / "decoding_noise.json"
     if noise_path.exists():
         noise = json.loads(noise_path.read_text())
-        md += ["", f"Decoding noise: pi_ref's test total has sd {noise['sd']:.3f} over {len(noise['seeds'])} "
-               f"decoding seeds ({noise['prompts']} prompts); ± above is the sd over training seeds, all "
-               "decoded with the first decoding seed."]
+        md += [
+            "",
+            f"Decoding noise: pi_ref's test total has sd {noise['sd']:.3f} over {len(noise['seeds'])} "
+            f"decoding seeds ({noise['prompts']} prompts); ± above is the sd over training seeds, all "
+            "decoded with the first decoding seed.",
+        ]
     path = figures_dir / f"{task}_results.md"
     path.write_text("\n".join(md) + "\n")
     with open(figures_dir / f"{task}_results.csv", "w", newline="") as handle:
@@ -96,9 +110,11 @@ def _curves(ax, runs, key: str, ylabel: str, smooth: int = 1):
         if smooth > 1 and values.shape[1] >= smooth:
             kernel = np.ones(smooth) / smooth
             values = np.array([np.convolve(v, kernel, mode="valid") for v in values])
-            steps = steps[smooth - 1:]
+            steps = steps[smooth - 1 :]
         mean = values.mean(0)
-        line, = ax.plot(steps, mean, marker="o" if smooth == 1 else None, ms=3, label=_label(method))
+        (line,) = ax.plot(
+            steps, mean, marker="o" if smooth == 1 else None, ms=3, label=_label(method)
+        )
         if len(values) > 1:
             std = values.std(0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -109,10 +125,8 @@ def _curves(ax, runs, key: str, ylabel: str, smooth: int = 1):
 
 def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
     """Write every figure and the table for one task; returns the paths written."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figures_dir.mkdir(parents=True, exist_ok=True)
     runs = read_logs(task_dir)
@@ -121,7 +135,10 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     alol = {m: r for m, r in runs.items() if m.startswith("a_lol")}
     others = {m: r for m, r in runs.items() if not m.startswith("a_lol") or m == "a_lol"}
-    for ax, group, title in ((axes[0], alol, "A-LoL variants"), (axes[1], others, "baselines (A-LoL for reference)")):
+    for ax, group, title in (
+        (axes[0], alol, "A-LoL variants"),
+        (axes[1], others, "baselines (A-LoL for reference)"),
+    ):
         _curves(ax, group, "val_total", "validation reward (mean ± sd over seeds)")
         ax.set_title(f"{task}: {title}", fontsize=10)
         if ax.lines:
@@ -133,9 +150,16 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _importance_histogram(axes[0], Path(task_dir))
-    _curves(axes[1], {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])}, "clip_fraction",
-            "fraction of importance weights at 1 ± ε", smooth=10)
-    axes[1].set_title(f"{task}: weights at the clip bounds (training batches, 10-step mean)", fontsize=10)
+    _curves(
+        axes[1],
+        {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])},
+        "clip_fraction",
+        "fraction of importance weights at 1 ± ε",
+        smooth=10,
+    )
+    axes[1].set_title(
+        f"{task}: weights at the clip bounds (training batches, 10-step mean)", fontsize=10
+    )
     if axes[1].lines:
         axes[1].legend(fontsize=7)
     written.append(figures_dir / f"{task}_importance_weights.png")
@@ -149,11 +173,18 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
         edges, counts = np.array(hist["edges"]), np.array(hist["counts"])
         fig, ax = plt.subplots(figsize=(6, 4))
         centers = (edges[:-1] + edges[1:]) / 2
-        ax.bar(centers, counts, width=np.diff(edges), color=np.where(centers > 0, "tab:green", "tab:gray"))
+        ax.bar(
+            centers,
+            counts,
+            width=np.diff(edges),
+            color=np.where(centers > 0, "tab:green", "tab:gray"),
+        )
         ax.axvline(0, color="k", lw=1)
         ax.set_xlabel("advantage A = R - V_ref(x)")
         ax.set_ylabel("training pairs")
-        ax.set_title(f"{task}: leftovers (A > 0, green) = {hist['leftover_fraction']:.1%} of the data")
+        ax.set_title(
+            f"{task}: leftovers (A > 0, green) = {hist['leftover_fraction']:.1%} of the data"
+        )
         written.append(figures_dir / f"{task}_advantages.png")
         fig.tight_layout()
         fig.savefig(written[-1], dpi=120)
@@ -166,7 +197,9 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
     every seed of `method`, with the clip bounds 1 ± ε."""
     files = sorted(task_dir.glob(f"runs/{method}-s*/importance.json"))
     if not files:
-        ax.text(0.5, 0.5, f"no importance.json in {method} runs", ha="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, f"no importance.json in {method} runs", ha="center", transform=ax.transAxes
+        )
         return
     probes = [json.loads(f.read_text()) for f in files]
     log_r = np.concatenate([p["log_ratio"] for p in probes])
@@ -176,9 +209,14 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
         for bound in (1 - clip, 1 + clip):
             ax.axvline(np.log(max(bound, 1e-9)), color="k", ls="--", lw=1)
         outside = clipped_share(torch.as_tensor(log_r), clip)
-        ax.set_title(f"{_label(method)}: r at the kept checkpoint ({len(files)} seeds); "
-                     f"{outside:.0%} clipped", fontsize=10)
-    ax.set_xlabel("log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: 1 ± ε)")
+        ax.set_title(
+            f"{_label(method)}: r at the kept checkpoint ({len(files)} seeds); "
+            f"{outside:.0%} clipped",
+            fontsize=10,
+        )
+    ax.set_xlabel(
+        "log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: 1 ± ε)"
+    )
     ax.set_ylabel("probe pairs (A > 0)")
 
 
@@ -192,10 +230,8 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     dirs = {pool: Path(results_dir) / f"{task}-{pool}" for pool in ("low-rated", "high-rated")}
     if not all((d / "summary.csv").exists() for d in dirs.values()):
         return None
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     names = POOL_NAMES.get(task, {})
     tables = {names.get(pool, pool): read_summary(d) for pool, d in dirs.items()}
@@ -203,7 +239,10 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
     methods = [m for m in dict.fromkeys(r["method"] for r in tables[low]) if m != "pi_ref"]
     fig, ax = plt.subplots(figsize=(6, 4))
     width = 0.8 / max(1, len(methods))
-    md = ["| method | " + " | ".join(f"{pool} total" for pool in tables) + " | gap (high - low) |", "|---|---|---|---|"]
+    md = [
+        "| method | " + " | ".join(f"{pool} total" for pool in tables) + " | gap (high - low) |",
+        "|---|---|---|---|",
+    ]
     heights = []
     for k, method in enumerate(methods):
         means, sds = [], []
@@ -211,10 +250,20 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
             values = np.array([float(r["total"]) for r in rows if r["method"] == method])
             means.append(values.mean() if len(values) else np.nan)
             sds.append(values.std(ddof=1) if len(values) > 1 else 0.0)
-        ax.bar(np.arange(2) + (k - (len(methods) - 1) / 2) * width, means, width, yerr=sds, capsize=3, label=_label(method))
+        ax.bar(
+            np.arange(2) + (k - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=sds,
+            capsize=3,
+            label=_label(method),
+        )
         heights += means
-        md.append(f"| {_label(method)} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(means, sds))
-                  + f" | {means[1] - means[0]:+.3f} |")
+        md.append(
+            f"| {_label(method)} | "
+            + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(means, sds))
+            + f" | {means[1] - means[0]:+.3f} |"
+        )
     ref = [float(r["total"]) for r in tables[low] if r["method"] == "pi_ref"]
     if ref:
         ax.axhline(ref[0], color="k", ls=":", lw=1, label="pi_ref")

@@ -15,13 +15,21 @@ Columns of every split:
 
 Splits are made by conversation, deterministically from `seed`: no conversation is in two splits.
 """
+
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
+import chitchat_dataset
 import numpy as np
 from datasets import Dataset, DatasetDict
+
+from alol_min.cache import dataset_digest, load_or_build
+from alol_min.tasks.base import DataReport, Task
+from alol_min.tasks.chitchat_reward import ChitchatReward, cross_fit_rewards
 
 RATING_FIELDS = ("witty", "upbeat", "interesting")
 
@@ -47,21 +55,13 @@ class ChitchatConfig:
     """Seed of the conversation split and of the subsampling."""
 
 
-@dataclass
-class DataReport:
-    """What loading kept and what it dropped, by reason: nothing is dropped silently."""
-
-    kept: dict[str, int] = field(default_factory=dict)
-    dropped: Counter = field(default_factory=Counter)
-
-    def __str__(self) -> str:
-        kept = ", ".join(f"{k} {v:,}" for k, v in self.kept.items())
-        dropped = ", ".join(f"{v:,} {k}" for k, v in sorted(self.dropped.items())) or "none"
-        return f"kept: {kept}; dropped: {dropped}"
-
-
-def validate_pairs(rows: list[dict], *, source: str = "data", on_bad: str = "error",
-                   report: DataReport | None = None) -> list[dict]:
+def validate_pairs(
+    rows: list[dict],
+    *,
+    source: str = "data",
+    on_bad: str = "error",
+    report: DataReport | None = None,
+) -> list[dict]:
     """Check every row has non-empty string `prompt` and `response`.
 
     on_bad="error" raises ValueError naming the row index and the field; on_bad="drop" drops the
@@ -93,7 +93,9 @@ def validate_pairs(rows: list[dict], *, source: str = "data", on_bad: str = "err
 
 
 def _turns(conversation: dict) -> list[str]:
-    return [" ".join(u["text"].strip() for u in message).strip() for message in conversation["messages"]]
+    return [
+        " ".join(u["text"].strip() for u in message).strip() for message in conversation["messages"]
+    ]
 
 
 def _ratings(conversation: dict) -> dict:
@@ -107,13 +109,18 @@ def _ratings(conversation: dict) -> dict:
 def split_conversations(ids: list[str], fractions, seed: int) -> dict[str, set[str]]:
     """Assign each conversation id to train/validation/test with a seeded permutation."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) <= 0:
-        raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"split_fractions must be 3 positive numbers summing to 1, got {fractions}"
+        )
     ordered = sorted(ids)
     ids = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
     n_train = int(round(fractions[0] * len(ids)))
     n_val = int(round(fractions[1] * len(ids)))
-    return {"train": set(ids[:n_train]), "validation": set(ids[n_train:n_train + n_val]),
-            "test": set(ids[n_train + n_val:])}
+    return {
+        "train": set(ids[:n_train]),
+        "validation": set(ids[n_train : n_train + n_val]),
+        "test": set(ids[n_train + n_val :]),
+    }
 
 
 def chitchat_pairs(conversations: dict, config: ChitchatConfig, report: DataReport) -> list[dict]:
@@ -127,18 +134,31 @@ def chitchat_pairs(conversations: dict, config: ChitchatConfig, report: DataRepo
             if not prompt or not response:
                 report.dropped["empty turn"] += 1
                 continue
-            if config.max_words and (len(prompt.split()) > config.max_words or len(response.split()) > config.max_words):
+            if config.max_words and (
+                len(prompt.split()) > config.max_words or len(response.split()) > config.max_words
+            ):
                 report.dropped[f"turn over {config.max_words} words"] += 1
                 continue
-            history = [t for t in turns[max(0, i - 1 - config.context_turns):i - 1] if t]
-            rows.append({"prompt": "\n".join(history + [prompt]), "response": response,
-                         "conversation_id": conv_id, "turn": i, **ratings})
+            history = [t for t in turns[max(0, i - 1 - config.context_turns) : i - 1] if t]
+            rows.append(
+                {
+                    "prompt": "\n".join(history + [prompt]),
+                    "response": response,
+                    "conversation_id": conv_id,
+                    "turn": i,
+                    **ratings,
+                }
+            )
     return validate_pairs(rows, source="chitchat", on_bad="drop", report=report)
 
 
-def _subsample(rows: list[dict], n: int | None, rng: np.random.Generator, distinct_prompts: bool) -> list[dict]:
+def _subsample(
+    rows: list[dict], n: int | None, rng: np.random.Generator, distinct_prompts: bool
+) -> list[dict]:
     order = rng.permutation(len(rows))
-    if distinct_prompts:  # evaluation splits: one pair per prompt text, so V(x) and metrics are per prompt
+    if (
+        distinct_prompts
+    ):  # evaluation splits: one pair per prompt text, so V(x) and metrics are per prompt
         seen, picked = set(), []
         for i in order:
             if rows[i]["prompt"] not in seen:
@@ -150,13 +170,13 @@ def _subsample(rows: list[dict], n: int | None, rng: np.random.Generator, distin
     return [rows[i] for i in sorted(order)]
 
 
-def load_chitchat(config: ChitchatConfig | None = None, *, path: str | None = None,
-                  verbose: bool = False) -> tuple[DatasetDict, DataReport]:
+def load_chitchat(
+    config: ChitchatConfig | None = None, *, path: str | None = None, verbose: bool = False
+) -> tuple[DatasetDict, DataReport]:
     """Load the embedded `chitchat` task as train/validation/test `Dataset`s, split by conversation.
 
     Returns the splits and a `DataReport` of what was kept and dropped (and why).
     """
-    import chitchat_dataset
 
     config = config or ChitchatConfig()
     conversations = chitchat_dataset.Dataset(path) if path else chitchat_dataset.Dataset()
@@ -164,7 +184,11 @@ def load_chitchat(config: ChitchatConfig | None = None, *, path: str | None = No
     rows = chitchat_pairs(conversations, config, report)
     assignment = split_conversations(list(conversations), config.split_fractions, config.seed)
     rng = np.random.default_rng(config.seed + 1)
-    limits = {"train": config.max_train, "validation": config.max_validation, "test": config.max_test}
+    limits = {
+        "train": config.max_train,
+        "validation": config.max_validation,
+        "test": config.max_test,
+    }
     splits = {}
     for name, conv_ids in assignment.items():
         split_rows = [r for r in rows if r["conversation_id"] in conv_ids]
@@ -174,3 +198,52 @@ def load_chitchat(config: ChitchatConfig | None = None, *, path: str | None = No
     if verbose:
         print(f"chitchat: {report}")
     return DatasetDict(splits), report
+
+
+LOW_RATED_BELOW = 5.0
+"""Low-rated conversations: mean human rating (witty, upbeat, interesting; 1-10) below 5. A rating of
+exactly 5 is the most common one by far (a third of the conversations), so it belongs to neither pool."""
+HIGH_RATED_FROM = 9.0
+"""High-rated conversations: mean rating 9 or more."""
+
+
+def rating_pools(pool):
+    """`Task.quality_pools` of chitchat: pairs of conversations rated below LOW_RATED_BELOW, and
+    HIGH_RATED_FROM or more. Pairs without a rating are counted and belong to neither."""
+    rating = np.array([np.nan if r is None else float(r) for r in pool["rating"]])
+    low, high = np.flatnonzero(rating < LOW_RATED_BELOW), np.flatnonzero(rating >= HIGH_RATED_FROM)
+
+    def describe(keep: np.ndarray) -> dict:
+        return {
+            "low_rated_pairs": int(len(low)),
+            "high_rated_pairs": int(len(high)),
+            "unrated_pairs": int(np.isnan(rating).sum()),
+            "mean_rating": round(float(rating[keep].mean()), 3),
+            "conversations": int(len(set(np.array(pool["conversation_id"])[keep].tolist()))),
+        }
+
+    return (low, high), describe
+
+
+def chitchat_task(
+    data_cfg: ChitchatConfig | None = None, seed: int = 0, verbose: bool = True
+) -> Task:
+    """chitchat: real dialogue; R = `ChitchatReward` (the same at training and test time), fit once
+    on the training split (cached); the offline pairs' rewards are cross-fitted."""
+    data, report = load_chitchat(data_cfg or ChitchatConfig())
+    inputs = {"task": "chitchat", "train": dataset_digest(data["train"]), "seed": seed}
+
+    def build(folder: Path) -> None:
+        reward, stats = ChitchatReward.build(
+            data["train"], validation=data["validation"], seed=seed
+        )
+        reward.save(folder)
+        (folder / "stats.json").write_text(json.dumps(stats, indent=1, default=float))
+
+    folder = load_or_build("reward-chitchat", inputs, build, verbose=verbose)
+    reward = ChitchatReward.load(folder)
+    stats = json.loads((folder / "stats.json").read_text())
+    return Task(
+        "chitchat", data, report, reward, reward, stats, data["train"],
+        offline_reward=partial(cross_fit_rewards, reward, seed=0), quality_pools=rating_pools,
+    )  # fmt: skip

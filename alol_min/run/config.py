@@ -1,0 +1,282 @@
+"""The main job's configuration: one dataclass, `ReproduceConfig`, and its named presets.
+
+Every field is a command-line flag (`python -m alol_min reproduce --help`): the CLI is derived from
+these dataclasses by tyro, which reads each field's docstring as its help, so the defaults and the
+help text live here once. A nested config's fields are dotted flags (`--offline.lr`,
+`--sft.steps`, `--eval-decode.num-beams`); the hh-rlhf options are top-level (`--source`).
+
+Presets are named configs, one per (preset, task) in `PRESETS`; flags then override fields.
+`check_config` refuses a config before any work is done, naming the flag.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import tyro
+
+from alol_min.lm.generation import DecodeConfig
+from alol_min.lm.models import ModelConfig
+from alol_min.lm.sft import SFTConfig
+from alol_min.losses import method_spec
+from alol_min.run.train import OfflineConfig
+from alol_min.tasks import POOLS, TASKS, ChitchatConfig, HHConfig
+from alol_min.values import ValueConfig
+
+DEFAULT_METHODS = ("nll", "a_lol")
+"""The default run's headline comparison."""
+FULL_METHODS = (
+    "nll",
+    "wbc",
+    "r_gold",
+    "r_lol",
+    "a_lol",
+    "a_lol_ref_free",
+    "a_lol_seq",
+    "a_lol_kl",
+    "dpo",
+    "pro",
+)
+"""The paper's methods and baselines (the `full` preset trains each over 3 seeds)."""
+
+
+@dataclass
+class ReproduceConfig:
+    """One reproduction run: pi_ref -> reward -> V_ref -> advantages -> methods x seeds -> test."""
+
+    preset: Literal["default", "smoke", "full"] = "default"
+    """Named starting point (see `PRESETS`): default = NLL and A-LoL, one seed; full = every method
+    over 3 seeds and the decoding noise; smoke = every method with tiny budgets (CI)."""
+    task: Literal["chitchat", "tiny-hh", "hh-rlhf"] = "chitchat"
+    """The task: chitchat (real dialogue), tiny-hh (a generated HH-format world) or hh-rlhf (the
+    paper's HHA data: needs --source)."""
+    model: str = "tiny"
+    """pi_ref's and pi_theta's model: a preset (micro, tiny, gpt2, smollm2-135m) or a pretrained
+    folder or hub name."""
+    max_prompt_tokens: int | None = None
+    """Override the model's prompt length (None: the model preset's)."""
+    max_response_tokens: int | None = None
+    """Override the model's response length (None: the model preset's)."""
+    no_sft: bool = False
+    """The model already is a reference policy (an SFT or instruct checkpoint): skip pi_ref's NLL."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Methods to train, space-separated (keys of losses.METHODS)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of each method's run, space-separated."""
+    data: ChitchatConfig = field(default_factory=ChitchatConfig)
+    """chitchat only: how its splits are built."""
+    tiny_hh_train: int | None = None
+    """tiny-hh only: training pairs to generate (None: the generator's default)."""
+    hh: Annotated[HHConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=HHConfig)
+    """hh-rlhf only: the data source and the reward model."""
+    n_offline: int = 20000
+    """Training pairs of the offline RL set (random, from the task's offline pool)."""
+    n_value_prompts: int = 600
+    """Validation prompts whose pi_ref samples fit V_ref."""
+    n_val_eval: int = 200
+    """Validation prompts decoded at each periodic validation (model selection); 0: no validation,
+    the last step is kept."""
+    n_test: int = 500
+    """Test prompts of the final evaluation."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """pi_ref's NLL training."""
+    value: ValueConfig = field(default_factory=ValueConfig)
+    """The V_ref fit."""
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    """Every method's training (the seed is each run's)."""
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    """Decoding of pi_ref's samples that V_ref is fit on."""
+    eval_decode: DecodeConfig = field(default_factory=DecodeConfig)
+    """Decoding for validation and test (the same for every method)."""
+    pool: Literal["all", "low-rated", "high-rated"] = "all"
+    """Offline training pairs: all, or only low- / high-quality ones (chitchat: the conversations'
+    human ratings; tiny-hh: label-noise / clean pairs), the noisy-data experiment; results then go
+    to <out-dir>/<task>-<pool>/."""
+    decoding_seeds: int = 1
+    """pi_ref's test reward is measured under this many decoding seeds (>= 2: the decoding noise)."""
+    prepare_only: bool = False
+    """Stop after pi_ref, the reward, V_ref and the advantages (cached): run this once before
+    `accelerate launch`."""
+    out_dir: str = "results"
+    """Results folder (<out-dir>/<task>/...)."""
+    figures_dir: str = "figures"
+    """Where the figures and tables go."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def model_config(self) -> ModelConfig:
+        overrides = {
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "max_response_tokens": self.max_response_tokens,
+        }
+        return ModelConfig.for_model(
+            self.model, **{k: v for k, v in overrides.items() if v is not None}
+        )
+
+
+def _with(cfg: ReproduceConfig, **changes) -> ReproduceConfig:
+    return dataclasses.replace(copy.deepcopy(cfg), **changes)
+
+
+DEFAULT = ReproduceConfig()
+FULL = ReproduceConfig(preset="full", methods=FULL_METHODS, seeds=(0, 1, 2), decoding_seeds=5)
+SMOKE = ReproduceConfig(
+    preset="smoke",
+    model="micro",
+    methods=FULL_METHODS,
+    n_offline=600,
+    data=ChitchatConfig(max_train=4000, max_validation=300, max_test=100),
+    tiny_hh_train=2000,
+    n_value_prompts=60,
+    n_val_eval=40,
+    n_test=60,
+    sft=SFTConfig(steps=40, batch_size=32, eval_every=40, eval_pairs=100),
+    value=ValueConfig(samples_per_prompt=2, epochs=5),
+    offline=OfflineConfig(steps=6, batch_size=8, eval_every=3),
+    decode=DecodeConfig(max_new_tokens=12),
+    eval_decode=DecodeConfig(max_new_tokens=12),
+    decoding_seeds=5,
+)
+TINY_HH_SFT = SFTConfig(steps=500, eval_every=100)
+"""tiny-hh's replies are short and templated: pi_ref learns them in 500 steps."""
+HHA_OFFLINE = OfflineConfig(
+    steps=9000, batch_size=4, grad_accum=4, lr=2e-4, warmup_steps=0, grad_clip=0.3, eval_every=900
+)
+"""The paper's HHA optimisation: 16 sequences per step, 9000 nominal steps, lr 2e-4 constant (the
+paper's QLoRA adapter rate), gradient clip 0.3, validation every 900 steps."""
+HHA = dict(
+    task="hh-rlhf",
+    methods=("a_lol",),
+    n_offline=10**9,
+    n_value_prompts=280,
+    n_val_eval=280,
+    offline=HHA_OFFLINE,
+    decode=DecodeConfig(max_new_tokens=None),
+    eval_decode=DecodeConfig(max_new_tokens=None, do_sample=False),
+)
+"""hh-rlhf: every training pair, 280 validation prompts (V and model selection), greedy decoding
+for validation and test (the paper's HHA decoding), replies as long as the model's response length."""
+
+PRESETS: dict[tuple[str, str], ReproduceConfig] = {
+    ("default", "chitchat"): DEFAULT,
+    ("full", "chitchat"): FULL,
+    ("smoke", "chitchat"): SMOKE,
+    ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT),
+    ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT),
+    ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh"),
+    ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
+    ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": FULL_METHODS}),
+    ("smoke", "hh-rlhf"): _with(
+        SMOKE, task="hh-rlhf", methods=("a_lol",), hh=HHConfig(n_val=24, rm_steps=20), n_test=8,
+        n_value_prompts=16, n_val_eval=8, eval_decode=DecodeConfig(max_new_tokens=8, do_sample=False),
+    ),
+}  # fmt: skip
+
+
+def preset(name: str = "default", task: str = "chitchat") -> ReproduceConfig:
+    """A fresh copy of the named preset for `task`."""
+    if (name, task) not in PRESETS:
+        raise ConfigError(
+            "--preset", f"no preset {name!r} for task {task!r}; presets: default, smoke, full"
+        )
+    return copy.deepcopy(PRESETS[(name, task)])
+
+
+class ConfigError(ValueError):
+    """A config that cannot run, with the flag to blame."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"{flag}: {message}")
+        self.flag = flag
+
+
+def flag(path: str) -> str:
+    """The command-line flag of a config field path ("offline.eval_every" -> "--offline.eval-every")."""
+    return "--" + path.replace("_", "-")
+
+
+def _positive(cfg, prefix: str, names: tuple[str, ...], minimum: int = 1) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ConfigError(flag(prefix + name), f"must be >= {minimum}, got {value}")
+
+
+def _unique(values, what: str, name: str) -> None:
+    if not values:
+        raise ConfigError(flag(name), f"give at least one {what}")
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise ConfigError(flag(name), f"{what} {', '.join(repeated)} given more than once")
+
+
+def check_config(cfg: ReproduceConfig) -> None:
+    """Raise ConfigError if `cfg` cannot run as asked: an unknown or repeated method or seed, a zero
+    or negative count, or an option that the chosen task or estimator would ignore."""
+    for method in cfg.methods:
+        try:
+            method_spec(method)
+        except ValueError as error:
+            raise ConfigError("--methods", str(error)) from None
+    _unique(cfg.methods, "method", "methods")
+    _unique(cfg.seeds, "seed", "seeds")
+    if any(seed < 0 for seed in cfg.seeds):
+        raise ConfigError("--seeds", f"seeds must be >= 0, got {cfg.seeds}")
+    if cfg.task not in TASKS:
+        raise ConfigError("--task", f"unknown task {cfg.task!r}; choose one of {TASKS}")
+    if cfg.pool not in POOLS:
+        raise ConfigError("--pool", f"unknown pool {cfg.pool!r}; choose one of {POOLS}")
+    _positive(cfg, "", ("n_offline", "n_value_prompts", "n_test", "decoding_seeds"))
+    _positive(cfg, "", ("n_val_eval",), minimum=0)
+    _positive(cfg, "", ("max_prompt_tokens", "max_response_tokens", "tiny_hh_train"))
+    _positive(cfg.sft, "sft.", ("steps", "batch_size", "eval_every", "eval_pairs", "grad_accum"))
+    _positive(cfg.offline, "offline.", ("steps", "batch_size", "eval_every", "grad_accum"))
+    _positive(cfg.value, "value.", ("samples_per_prompt", "epochs", "batch_size", "neighbours"))
+    for name in ("decode", "eval_decode"):
+        _positive(getattr(cfg, name), f"{name}.", ("max_new_tokens", "num_beams", "batch_size"))
+    _positive(cfg.hh, "", ("n_val", "reward_max_tokens", "rm_steps", "max_rows"))
+    default_value = ValueConfig()
+    for name in cfg.value.unused_fields():
+        if getattr(cfg.value, name) != getattr(default_value, name):
+            raise ConfigError(flag("value." + name), "is used only by --value.estimator neighbours")
+    _check_task_options(cfg)
+
+
+def _check_task_options(cfg: ReproduceConfig) -> None:
+    """Options of one task are refused for another, instead of being ignored."""
+    hh = HHConfig()
+    if cfg.task != "hh-rlhf":
+        for f in dataclasses.fields(HHConfig):
+            if getattr(cfg.hh, f.name) != getattr(hh, f.name):
+                raise ConfigError(
+                    flag(f.name), f"is an option of --task hh-rlhf, not of {cfg.task}"
+                )
+    elif cfg.hh.source is None:
+        raise ConfigError(
+            "--source",
+            "--task hh-rlhf needs a source: Anthropic/hh-rlhf, a folder or a .jsonl[.gz] file",
+        )
+    if cfg.hh.test_reward_model and not cfg.hh.reward_model:
+        raise ConfigError(
+            "--test-reward-model",
+            "needs --reward-model (without one, a Bradley-Terry "
+            "reward model scores both training and test)",
+        )
+    if cfg.hh.reward_model and cfg.hh.rm_steps != hh.rm_steps:
+        raise ConfigError(
+            "--rm-steps", "trains the Bradley-Terry reward model, which --reward-model replaces"
+        )
+    base = preset(cfg.preset, cfg.task)
+    if cfg.task != "chitchat" and cfg.data != base.data:
+        raise ConfigError("--data.*", f"chitchat's split options do not apply to --task {cfg.task}")
+    if cfg.task != "tiny-hh" and cfg.tiny_hh_train != base.tiny_hh_train:
+        raise ConfigError("--tiny-hh-train", f"is an option of --task tiny-hh, not of {cfg.task}")
+    if cfg.pool != "all" and cfg.task == "hh-rlhf":
+        raise ConfigError("--pool", "hh-rlhf has no quality labels: only pool 'all' exists")
+    if cfg.no_sft and not cfg.model_config().pretrained:
+        raise ConfigError(
+            "--no-sft", f"needs a pretrained model, but {cfg.model!r} is built from its config"
+        )
