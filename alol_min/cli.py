@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -25,7 +26,7 @@ from alol_min.lm.sft import SFTConfig
 from alol_min.run.config import PRESETS, ConfigError, ReproduceConfig, check_config, preset
 from alol_min.run.plots import plot_all, plot_noisy
 from alol_min.run.reproduce import run
-from alol_min.tasks import TASKS, ChitchatConfig, load_task
+from alol_min.tasks import TASKS, ChitchatConfig, load_data
 
 COMMANDS = {
     "reproduce": "the main job: pi_ref, reward, V_ref, advantages, every method, test evaluation",
@@ -34,16 +35,20 @@ COMMANDS = {
 }
 
 
+EMBEDDED = ("chitchat", "tiny-hh")
+"""The tasks whose data ships with the project (train-ref trains pi_ref on them)."""
+
+
 @dataclass
 class TrainRefConfig:
     """Train (or reuse, from the cache) pi_ref by NLL on a task's training responses."""
 
-    task: str = "chitchat"
-    """chitchat or tiny-hh."""
+    task: Literal["chitchat", "tiny-hh"] = "chitchat"
+    """The embedded task whose training replies pi_ref learns (its default budget is the task's)."""
     model: str = "tiny"
     """Model preset: micro, tiny, gpt2, smollm2-135m."""
     data: ChitchatConfig = field(default_factory=ChitchatConfig)
-    """chitchat's splits."""
+    """chitchat only: how its splits are built."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """pi_ref's NLL training."""
     samples: int = 5
@@ -62,6 +67,20 @@ class PlotConfig:
     """Where the figures and tables go."""
 
 
+def _join_docstring_lines() -> None:
+    """tyro joins a docstring's lines into one paragraph only when they start with a letter; the
+    configs' field docstrings have indented continuation lines, so strip that indent first."""
+    original = tyro._strings.remove_single_line_breaks
+    if getattr(original, "joins_indented", False):
+        return
+
+    def joined(text: str) -> str:
+        return original("\n".join(line.strip() for line in text.split("\n")))
+
+    joined.joins_indented = True
+    tyro._strings.remove_single_line_breaks = joined
+
+
 def fail(message: str) -> None:
     """One line on stderr and exit status 2, as argparse does; no traceback."""
     print(message, file=sys.stderr)
@@ -70,6 +89,7 @@ def fail(message: str) -> None:
 
 def parse(cls, argv: list[str], prog: str, default=None):
     """tyro.cli, with its error box turned into one line on stderr (exit status 2)."""
+    _join_docstring_lines()
     stream = io.StringIO()
     try:
         with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(stream):
@@ -83,19 +103,42 @@ def parse(cls, argv: list[str], prog: str, default=None):
 
 
 def one_line(box: str) -> str:
-    """The message of tyro's error box: its first line of text, plus the flag's usage if shown."""
-    rows = [re.sub(r"^[\s│╭╰─┌└]+|[\s│╮╯─]+$", "", row) for row in box.splitlines()]
-    rows = [row for row in rows if row and not set(row) <= set("─ ")]
-    message = next(
-        (
-            r
-            for r in rows
-            if not r.startswith(("Value error", "Invalid choice", "Parsing error", "Required"))
-        ),
-        "bad arguments",
-    )
-    usage = next((r for r in rows if r.startswith("--") and r != message), None)
+    """The message of tyro's error box (a title, then sections between rules) on one line, with
+    the flag's usage when the box shows it."""
+    sections: list[list[str]] = [[]]
+    for row in box.splitlines():
+        row = row.strip(" │╭╰╮╯")
+        if row and set(row) <= set("-─ "):
+            sections.append([])
+        elif row:
+            sections[-1].append(row)
+    message = " ".join(sections[1] if len(sections) > 1 and sections[1] else sections[0])
+    usage = next((r for part in sections[2:] for r in part if r.startswith("--")), None)
+    message = re.sub(r"\s+", " ", message) or "bad arguments"
     return f"{message} (expected: {usage})" if usage else message
+
+
+def split_lists(argv: list[str]) -> list[str]:
+    """`--methods nll,a_lol` (or `--methods=nll,a_lol`) as `--methods nll a_lol`: the list flags
+    may be written either way; nothing else is split."""
+    out, in_list = [], False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("-"):
+            in_list = name in LIST_FLAGS
+            if not (eq and in_list):
+                out.append(arg)
+                continue
+            out.append(name)
+            arg = value
+        if in_list and "," in arg:
+            out.extend(part.strip() for part in arg.split(",") if part.strip())
+        else:
+            out.append(arg)
+    return out
+
+
+LIST_FLAGS = ("--methods", "--seeds")
 
 
 def reproduce_config(argv: list[str]) -> ReproduceConfig:
@@ -109,7 +152,7 @@ def reproduce_config(argv: list[str]) -> ReproduceConfig:
         fail(f"reproduce: error: --preset: no preset {known.preset!r}; choose one of {names}")
     if known.task not in TASKS:
         fail(f"reproduce: error: --task: no task {known.task!r}; choose one of {list(TASKS)}")
-    argv = [part for arg in argv for part in split_commas(arg)]
+    argv = split_lists(argv)
     cfg = parse(ReproduceConfig, argv, "reproduce", default=preset(known.preset, known.task))
     try:
         check_config(cfg)
@@ -118,17 +161,28 @@ def reproduce_config(argv: list[str]) -> ReproduceConfig:
     return cfg
 
 
-def split_commas(arg: str) -> list[str]:
-    """`nll,a_lol` as `nll a_lol`: lists may be written either way."""
-    return arg.split(",") if "," in arg and not arg.startswith("-") else [arg]
+def train_ref_config(argv: list[str]) -> TrainRefConfig:
+    """TrainRefConfig with the task's own pi_ref budget as the default, overridden by the flags."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--task", default="chitchat")
+    task = first.parse_known_args(argv)[0].task
+    if task not in EMBEDDED:
+        fail(f"train-ref: error: --task: invalid choice {task!r}; choose one of {list(EMBEDDED)}")
+    default = TrainRefConfig(task=task, sft=preset("default", task).sft)
+    cfg = parse(TrainRefConfig, argv, "train-ref", default=default)
+    if cfg.task != "chitchat" and cfg.data != ChitchatConfig():
+        fail(
+            f"train-ref: error: --data.*: chitchat's split options do not apply to --task {cfg.task}"
+        )
+    return cfg
 
 
 def cmd_train_ref(cfg: TrainRefConfig) -> None:
     model_cfg = ReproduceConfig(model=cfg.model).model_config()
-    task = load_task(cfg.task, data_cfg=cfg.data)
-    print(f"{cfg.task}: {task.report}")
+    data, report = load_data(cfg.task, data_cfg=cfg.data)
+    print(f"{cfg.task}: {report}")
     model, tokenizer, folder = reference_policy(
-        task.data, model_cfg, cfg.sft, task=cfg.task, progress=cfg.progress
+        data, model_cfg, cfg.sft, task=cfg.task, progress=cfg.progress
     )
     metrics = reference_metrics(folder)
     print(f"pi_ref saved in {folder}")
@@ -136,7 +190,7 @@ def cmd_train_ref(cfg: TrainRefConfig) -> None:
         f"validation reply perplexity: {metrics['val_reply_ppl']:.1f} ({metrics['steps']} steps, "
         f"{metrics['examples_seen']:,} pairs seen, {metrics['train_seconds']:.0f} s)"
     )
-    prompts = task.data["test"]["prompt"][: cfg.samples]
+    prompts = data["test"]["prompt"][: cfg.samples]
     decode = DecodeConfig()
     replies = generate_responses(model, tokenizer, prompts, decode, model_cfg.max_prompt_tokens)
     print(f"sampled replies (top-p {decode.top_p}, seed {decode.seed}) to test prompts:")
@@ -164,14 +218,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         if argv and argv[0] not in ("-h", "--help"):
             fail(f"{usage}\n\nerror: unknown command {argv[0]!r}")
-        print(usage)
         if not argv:
-            raise SystemExit(2)
+            fail(usage)
+        print(usage)
         return
     command, rest = argv[0], argv[1:]
     if command == "reproduce":
         run(reproduce_config(rest))
     elif command == "train-ref":
-        cmd_train_ref(parse(TrainRefConfig, rest, "train-ref"))
+        cmd_train_ref(train_ref_config(rest))
     else:
         cmd_plot(parse(PlotConfig, rest, "plot"))

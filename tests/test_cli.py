@@ -30,7 +30,32 @@ def _error(argv, capsys) -> str:
         (["--methods", "nll", "foo"], "--methods: unknown method 'foo'"),
         (["--methods", "nll,nll"], "--methods: method nll given more than once"),
         (["--seeds", "0", "0"], "--seeds: seed 0 given more than once"),
-        (["--seeds", "a", "b"], "--seeds"),
+        (
+            ["--seeds", "a", "b"],
+            "Error parsing --seeds: Could not find valid parse for arguments: ['a', 'b']",
+        ),
+        (["--pool", "nope"], "invalid choice 'nope' for argument '--pool'"),
+        (["--bogus"], "Unrecognized options: --bogus"),
+        (["--methods=nll,nll"], "--methods: method nll given more than once"),
+        (
+            ["--task", "hh-rlhf", "--source", "x", "--reward-format", "xml"],
+            "invalid choice 'xml' for argument '--reward-format'",
+        ),
+        (
+            [
+                "--preset",
+                "smoke",
+                "--task",
+                "hh-rlhf",
+                "--source",
+                "x",
+                "--reward-model",
+                "rm",
+                "--rm-steps",
+                "5",
+            ],
+            "--rm-steps",
+        ),
         (["--offline.eval-every", "0"], "--offline.eval-every: must be >= 1, got 0"),
         (["--offline.steps", "0", "--n-val-eval", "0"], "--offline.steps: must be >= 1, got 0"),
         (["--n-test", "-1"], "--n-test: must be >= 1, got -1"),
@@ -47,8 +72,11 @@ def _error(argv, capsys) -> str:
             "--value.neighbours: is used only by --value.estimator neighbours",
         ),
         (["--task", "tiny-hh", "--data.max-train", "10"], "--data.*"),
-        (["--no-sft"], "--no-sft: needs a pretrained model"),
-        (["--offline.lr", "fast"], "--offline.lr"),
+        (["--no-ref-sft"], "--no-ref-sft: needs a pretrained model"),
+        (
+            ["--offline.lr", "fast"],
+            "could not convert string to float: 'fast' (expected: --offline.lr FLOAT)",
+        ),
     ],
 )
 def test_argument_errors_are_one_line_and_come_before_any_work(argv, expected, no_run, capsys):
@@ -81,6 +109,20 @@ def test_reproduce_help_lists_the_hyperparameters_and_tasks(capsys):
     ):
         assert option in out, option
     assert "hh-rlhf" in out and "tiny-hh" in out
+
+
+def test_lists_may_be_written_with_commas_and_other_values_are_kept_whole():
+    assert cli.split_lists(["--methods", "nll,a_lol", "--seeds=0,1", "--source", "a,b.jsonl"]) == [
+        "--methods", "nll", "a_lol", "--seeds", "0", "1", "--source", "a,b.jsonl"]  # fmt: skip
+    smoke = cli.reproduce_config(
+        ["--preset", "smoke", "--task", "hh-rlhf", "--source", "x", "--reward-model", "rm"]
+    )
+    assert smoke.hh.reward_model == "rm"  # the preset's own Bradley-Terry budget is not "given"
+
+
+def test_train_ref_refuses_a_task_it_cannot_train_on(capsys):
+    err = _error(["train-ref", "--task", "hh-rlhf"], capsys)
+    assert "--task: invalid choice 'hh-rlhf'" in err
 
 
 def test_flags_override_the_preset_of_the_task():

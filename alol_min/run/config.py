@@ -60,8 +60,9 @@ class ReproduceConfig:
     """Override the model's prompt length (None: the model preset's)."""
     max_response_tokens: int | None = None
     """Override the model's response length (None: the model preset's)."""
-    no_sft: bool = False
-    """The model already is a reference policy (an SFT or instruct checkpoint): skip pi_ref's NLL."""
+    ref_sft: bool = True
+    """Fine-tune pi_ref by NLL on the task's training replies (the recipe's first step);
+    --no-ref-sft when the model already is a reference policy (an SFT or instruct checkpoint)."""
     methods: tuple[str, ...] = DEFAULT_METHODS
     """Methods to train, space-separated (keys of losses.METHODS)."""
     seeds: tuple[int, ...] = (0,)
@@ -96,7 +97,8 @@ class ReproduceConfig:
     human ratings; tiny-hh: label-noise / clean pairs), the noisy-data experiment; results then go
     to <out-dir>/<task>-<pool>/."""
     decoding_seeds: int = 1
-    """pi_ref's test reward is measured under this many decoding seeds (>= 2: the decoding noise)."""
+    """pi_ref's test reward is measured under this many decoding seeds (>= 2: the decoding noise,
+    which only a sampling --eval-decode has)."""
     prepare_only: bool = False
     """Stop after pi_ref, the reward, V_ref and the advantages (cached): run this once before
     `accelerate launch`."""
@@ -168,7 +170,7 @@ PRESETS: dict[tuple[str, str], ReproduceConfig] = {
     ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT),
     ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh"),
     ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
-    ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": FULL_METHODS}),
+    ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": FULL_METHODS}, decoding_seeds=1),
     ("smoke", "hh-rlhf"): _with(
         SMOKE, task="hh-rlhf", methods=("a_lol",), hh=HHConfig(n_val=24, rm_steps=20), n_test=8,
         n_value_prompts=16, n_val_eval=8, eval_decode=DecodeConfig(max_new_tokens=8, do_sample=False),
@@ -247,10 +249,10 @@ def check_config(cfg: ReproduceConfig) -> None:
 
 def _check_task_options(cfg: ReproduceConfig) -> None:
     """Options of one task are refused for another, instead of being ignored."""
-    hh = HHConfig()
+    base = preset(cfg.preset, cfg.task)
     if cfg.task != "hh-rlhf":
         for f in dataclasses.fields(HHConfig):
-            if getattr(cfg.hh, f.name) != getattr(hh, f.name):
+            if getattr(cfg.hh, f.name) != getattr(base.hh, f.name):
                 raise ConfigError(
                     flag(f.name), f"is an option of --task hh-rlhf, not of {cfg.task}"
                 )
@@ -265,18 +267,17 @@ def _check_task_options(cfg: ReproduceConfig) -> None:
             "needs --reward-model (without one, a Bradley-Terry "
             "reward model scores both training and test)",
         )
-    if cfg.hh.reward_model and cfg.hh.rm_steps != hh.rm_steps:
+    if cfg.hh.reward_model and cfg.hh.rm_steps != base.hh.rm_steps:
         raise ConfigError(
             "--rm-steps", "trains the Bradley-Terry reward model, which --reward-model replaces"
         )
-    base = preset(cfg.preset, cfg.task)
     if cfg.task != "chitchat" and cfg.data != base.data:
         raise ConfigError("--data.*", f"chitchat's split options do not apply to --task {cfg.task}")
     if cfg.task != "tiny-hh" and cfg.tiny_hh_train != base.tiny_hh_train:
         raise ConfigError("--tiny-hh-train", f"is an option of --task tiny-hh, not of {cfg.task}")
     if cfg.pool != "all" and cfg.task == "hh-rlhf":
         raise ConfigError("--pool", "hh-rlhf has no quality labels: only pool 'all' exists")
-    if cfg.no_sft and not cfg.model_config().pretrained:
+    if not cfg.ref_sft and not cfg.model_config().pretrained:
         raise ConfigError(
-            "--no-sft", f"needs a pretrained model, but {cfg.model!r} is built from its config"
+            "--no-ref-sft", f"needs a pretrained model, but {cfg.model!r} is built from its config"
         )

@@ -1,7 +1,7 @@
 """Test-time evaluation: decode, score with the reward (every component), length, distinct-n.
 
 distinct-n = unique word n-grams / all word n-grams, pooled over the outputs (an `evaluate`
-metric module shipped in `alol_min/metrics/distinct_n`, loaded by path: the hub's metrics
+metric module shipped in `alol_min/run/metrics/distinct_n`, loaded by path: the hub's metrics
 cannot load offline).
 """
 

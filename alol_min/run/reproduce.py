@@ -46,7 +46,7 @@ def run(cfg: ReproduceConfig) -> Path:
     )
     data, reward = task.data, task.train_reward
     print(f"{cfg.task}: {task.report}")
-    if cfg.no_sft:
+    if not cfg.ref_sft:
         model, tokenizer, ref_folder = pretrained_reference(model_cfg)
     else:
         model, tokenizer, ref_folder = reference_policy(
@@ -103,17 +103,17 @@ def run(cfg: ReproduceConfig) -> Path:
         model, tokenizer, test_prompts, task.test_reward, cfg.eval_decode, max_prompt
     )
     rows = [{"method": "pi_ref", "seed": "", "steps": 0, "examples_seen": 0, **ref_scores}]
-    if writer:
-        decoding_noise(
-            cfg,
-            out,
-            model,
-            tokenizer,
-            test_prompts,
-            task.test_reward,
-            model_cfg,
-            ref_scores["total"],
-        )
+    decoding_noise(
+        cfg,
+        out,
+        model,
+        tokenizer,
+        test_prompts,
+        task.test_reward,
+        model_cfg,
+        ref_scores["total"],
+        write=writer,
+    )
     for method in cfg.methods:
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"{method}-s{seed}"
@@ -168,11 +168,13 @@ def main_process() -> bool:
 
 
 def decoding_noise(
-    cfg: ReproduceConfig, out: Path, model, tokenizer, prompts, reward, model_cfg, first: float
-):
+    cfg: ReproduceConfig, out: Path, model, tokenizer, prompts, reward, model_cfg, first: float,
+    write: bool = True,
+):  # fmt: skip
     """pi_ref's test reward under cfg.decoding_seeds decoding seeds (the first is the one every method
     is evaluated with): their sd is the decoding noise, to set beside the spread over training seeds.
-    Written to out/decoding_noise.json (kept when it exists)."""
+    Written to out/decoding_noise.json (kept when it exists) if `write`; every process decodes, so
+    that none waits for the others."""
     path = out / "decoding_noise.json"
     if cfg.decoding_seeds < 2 or path.exists():
         return
@@ -185,6 +187,8 @@ def decoding_noise(
         seeds.append(decode.seed)
         totals.append(scores["total"])
     sd = float(np.std(totals, ddof=1))
+    if not write:
+        return
     path.write_text(
         json.dumps(
             {

@@ -12,9 +12,9 @@ hh-rlhf   the paper's HHA setting on Anthropic's HH-RLHF files or the hub (`HHCo
 from __future__ import annotations
 
 from alol_min.tasks.base import POOLS, Task, rated_pool
-from alol_min.tasks.chitchat import ChitchatConfig, chitchat_task
+from alol_min.tasks.chitchat import ChitchatConfig, chitchat_task, load_chitchat
 from alol_min.tasks.hh_rlhf import HHConfig, hh_rlhf_task, load_hh_rlhf
-from alol_min.tasks.tiny_hh import tiny_hh_task
+from alol_min.tasks.tiny_hh import load_tiny_hh, tiny_hh_task
 
 TASKS = ("chitchat", "tiny-hh", "hh-rlhf")
 
@@ -32,15 +32,25 @@ def load_task(
     """The task `name` with its data and rewards (rewards are trained once and cached).
 
     `data_cfg`: chitchat's splits; `n_train`: tiny-hh's generated training pairs; `hh`, `n_test`:
-    hh-rlhf's source, reward model and test size.
+    hh-rlhf's source, reward model, seed and test size; `seed`: the seed of chitchat's and tiny-hh's
+    reward fit.
     """
     if name == "chitchat":
         return chitchat_task(data_cfg, seed=seed, verbose=verbose)
     if name == "tiny-hh":
         return tiny_hh_task(n_train, seed=seed, verbose=verbose)
     if name == "hh-rlhf":
-        return hh_rlhf_task(hh or HHConfig(), n_test=n_test, seed=seed, verbose=verbose)
+        return hh_rlhf_task(hh or HHConfig(), n_test=n_test, verbose=verbose)
     raise ValueError(f"unknown task {name!r}; choose one of {TASKS}")
+
+
+def load_data(name: str, *, data_cfg: ChitchatConfig | None = None, n_train: int | None = None):
+    """(DatasetDict, DataReport) of an embedded task's data alone, without its reward."""
+    if name == "chitchat":
+        return load_chitchat(data_cfg or ChitchatConfig())
+    if name == "tiny-hh":
+        return load_tiny_hh(**({"n_train": n_train} if n_train else {}))
+    raise ValueError(f"load_data reads the embedded tasks (chitchat, tiny-hh), not {name!r}")
 
 
 __all__ = [
@@ -49,6 +59,7 @@ __all__ = [
     "ChitchatConfig",
     "HHConfig",
     "Task",
+    "load_data",
     "load_hh_rlhf",
     "load_task",
     "rated_pool",

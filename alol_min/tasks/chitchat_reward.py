@@ -397,18 +397,17 @@ class ChitchatReward(Reward):
 
 
 def cross_fit_rewards(
-    reward: Reward, data, *, folds: int = 2, seed: int = 0
+    reward: ChitchatReward, data, *, folds: int = 2, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Rewards of (part of) the pairs a reward was fit on, without the fit inflating them.
+    """Rewards of (part of) the pairs `reward` was fit on, without the fit inflating them: chitchat's
+    `Task.offline_reward`.
 
-    For a ChitchatReward, `data` must come from its training split. Relevance is scored out of
-    fold: by the reward's `fold_models` when it has them (each pair by the model that did not see
-    its conversation), else by `cross_fit_scores` on `data` itself (`folds`, `seed`). Fluency is
-    scored leave-one-out. Any other reward was not fit on the data and is simply called.
+    `data` must come from the reward's training split. Relevance is scored out of fold: by the
+    reward's `fold_models` when it has them (each pair by the model that did not see its
+    conversation), else by `cross_fit_scores` on `data` itself (`folds`, `seed`). Fluency is scored
+    leave-one-out.
     """
     prompts, responses, conversation_ids = _columns(data)
-    if not isinstance(reward, ChitchatReward):
-        return reward(prompts, responses)
     check_pairs(prompts, responses)
     if reward.fold_models:
         relevance = out_of_fold_scores(

@@ -29,6 +29,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import numpy as np
@@ -309,7 +310,7 @@ class HHConfig:
     reward_model: str | None = None
     """A sequence-classifier reward (folder or hub name); None: a Bradley-Terry model trained on half
     of the training pairs."""
-    reward_format: str = "oasst"
+    reward_format: Literal["oasst", "plain"] = "oasst"
     """Reward-model input: "oasst" (OpenAssistant <|prompter|>/<|assistant|> turns) or "plain"
     (prompt <eos> response)."""
     reward_max_tokens: int = 1024
@@ -318,9 +319,11 @@ class HHConfig:
     """A different reward model for the test split (the paper: the 6.9B OpenAssistant RM)."""
     rm_steps: int = 250
     """Steps of the Bradley-Terry reward model (without --reward-model)."""
+    split_seed: int = 0
+    """Seed of the held-out validation (and test) prompts and of the Bradley-Terry reward model."""
 
 
-def hh_rlhf_task(hh: HHConfig, n_test: int = 500, seed: int = 0, verbose: bool = True) -> Task:
+def hh_rlhf_task(hh: HHConfig, n_test: int = 500, verbose: bool = True) -> Task:
     """hh-rlhf: HH-RLHF pairs; with `reward_model`, that sequence classifier on the whole training
     split; without, a Bradley-Terry reward model trained (cached) on half of the training pairs,
     the offline RL set being the other half (as tiny-hh)."""
@@ -329,7 +332,7 @@ def hh_rlhf_task(hh: HHConfig, n_test: int = 500, seed: int = 0, verbose: bool =
             "task hh-rlhf needs --source (Anthropic/hh-rlhf, a folder or a .jsonl[.gz] file)"
         )
     data, report = load_hh_splits(
-        hh.source, n_validation=hh.n_val, n_test=n_test, max_rows=hh.max_rows, seed=seed,
+        hh.source, n_validation=hh.n_val, n_test=n_test, max_rows=hh.max_rows, seed=hh.split_seed,
         verbose=verbose,
     )  # fmt: skip
     train = data["train"]
@@ -353,7 +356,12 @@ def hh_rlhf_task(hh: HHConfig, n_test: int = 500, seed: int = 0, verbose: bool =
     half = len(train) // 2
     rm_pairs, pool = train.select(range(half)), train.select(range(half, len(train)))
     reward, stats = bradley_terry_reward(
-        "hh-rlhf", rm_pairs, data["validation"], seed=seed, steps=hh.rm_steps, verbose=verbose
+        "hh-rlhf",
+        rm_pairs,
+        data["validation"],
+        seed=hh.split_seed,
+        steps=hh.rm_steps,
+        verbose=verbose,
     )
     print(
         f"reward: Bradley-Terry on {half:,} pairs, held-out pairwise accuracy "
