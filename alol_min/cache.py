@@ -4,7 +4,13 @@
 config, seed, upstream artifact keys). An artifact folder holds its files and a `manifest.json`
 written last, with the key, the inputs and a SHA-256 of every file. `load_or_build` reuses a
 folder only if its manifest matches the key and every file's hash; anything else (a stale key, a
-half-written folder, a corrupted or swapped file) is rebuilt, and the reason is printed.
+half-written folder, a corrupted or swapped file, a damaged manifest) is rebuilt, and the reason is
+printed.
+
+Concurrency and crashes: a build holds a file lock per key (`<kind>/.<key>.lock`, the `filelock`
+package), so a second process asking for the same artifact waits and then reuses the first one's.
+A build writes into a temporary folder `.<key>-*` that is moved into place only when complete; one
+left behind by a killed build is removed at the next build of that key.
 
 Root: $ALOL_MIN_CACHE, else ~/.cache/alol-min.
 """
@@ -19,6 +25,8 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+
+from filelock import FileLock
 
 SCHEMA = 1  # bump when an artifact's layout changes, so old folders are not mistaken for new ones
 
@@ -47,6 +55,8 @@ def write_manifest(folder: Path, key: str, inputs: dict) -> None:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "manifest.json"
     }
+    if not files:
+        raise RuntimeError(f"{folder}: the build wrote no files, so there is nothing to cache")
     manifest = {"key": key, "inputs": inputs, "files": files}
     (folder / "manifest.json").write_text(
         json.dumps(manifest, indent=1, sort_keys=True, default=str)
@@ -54,19 +64,25 @@ def write_manifest(folder: Path, key: str, inputs: dict) -> None:
 
 
 def verify(folder: Path, key: str) -> str | None:
-    """None if `folder` is a complete artifact for `key`, else the reason it is not."""
+    """None if `folder` is a complete artifact for `key`, else the reason it is not. A manifest
+    damaged in any way is a reason to rebuild, never an error."""
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():
         return "no manifest (missing or half-written)"
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
-        return "manifest is not valid JSON"
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as error:
+        return f"manifest is damaged ({type(error).__name__})"
+    if not isinstance(manifest, dict):
+        return f"manifest is damaged (a JSON {type(manifest).__name__}, not an object)"
     if manifest.get("key") != key:
         return f"manifest key {manifest.get('key')} != {key}"
-    for name, digest in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.exists():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "manifest lists no files"
+    for name, digest in files.items():
+        path = folder / str(name)
+        if not isinstance(digest, str) or not path.is_file():
             return f"file {name} is missing"
         if file_sha256(path) != digest:
             return f"file {name} does not match its recorded hash"
@@ -99,30 +115,39 @@ def load_or_build(
     """Folder of the artifact `kind` for `inputs`, built with `build(tmp_folder)` if not cached.
 
     `build` writes the artifact's files into the folder it is given; the folder is moved into
-    place only after the manifest is written, so an interrupted build never looks complete.
+    place only after the manifest is written, so an interrupted build never looks complete. The
+    key's lock is held while checking and building, so that one process builds and the others wait
+    and reuse.
     """
     key = cache_key(inputs)
     folder = Path(root or cache_root()) / kind / key
-    reason = verify(folder, key) if folder.exists() else "not cached"
-    if reason is None:
-        if verbose:
-            print(
-                f"[cache] reusing {kind} {key}", file=sys.stderr
-            )  # stderr: stdout stays the same warm or cold
-        return folder
-    if verbose:
-        print(f"[cache] building {kind} {key} ({reason})", file=sys.stderr)
+    if folder.exists() and verify(folder, key) is None:  # the common case: no lock needed
+        return _reused(kind, key, folder, verbose)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
-    try:
-        build(tmp)
-        write_manifest(tmp, key, inputs)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(str(folder.parent / f".{key}.lock")):
+        reason = verify(folder, key) if folder.exists() else "not cached"
+        if reason is None:  # another process built it while this one waited
+            return _reused(kind, key, folder, verbose)
+        if verbose:
+            print(f"[cache] building {kind} {key} ({reason})", file=sys.stderr)
+        for orphan in folder.parent.glob(f".{key}-*"):  # left by a build that was killed
+            shutil.rmtree(orphan, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+        try:
+            build(tmp)
+            write_manifest(tmp, key, inputs)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _reused(kind: str, key: str, folder: Path, verbose: bool) -> Path:
+    if verbose:  # stderr: stdout stays the same warm or cold
+        print(f"[cache] reusing {kind} {key}", file=sys.stderr)
     return folder
 
 

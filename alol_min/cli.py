@@ -21,12 +21,14 @@ from typing import Literal
 import tyro
 
 from alol_min.lm.generation import DecodeConfig, generate_responses
+from alol_min.lm.hub import HubUnavailableError
 from alol_min.lm.reference import reference_metrics, reference_policy
 from alol_min.lm.sft import SFTConfig
 from alol_min.run.config import PRESETS, ConfigError, ReproduceConfig, check_config, preset
 from alol_min.run.plots import plot_all, plot_noisy
 from alol_min.run.reproduce import run
 from alol_min.tasks import TASKS, ChitchatConfig, load_data
+from alol_min.tasks.base import DataError
 
 COMMANDS = {
     "reproduce": "the main job: pi_ref, reward, V_ref, advantages, every method, test evaluation",
@@ -224,7 +226,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command == "reproduce":
-        run(reproduce_config(rest))
+        cfg = reproduce_config(rest)
+        try:
+            run(cfg)
+        except (
+            DataError,
+            HubUnavailableError,
+            FileNotFoundError,
+        ) as error:  # the data, in one line
+            fail(f"reproduce: error: {error}")
     elif command == "train-ref":
         cmd_train_ref(train_ref_config(rest))
     else:

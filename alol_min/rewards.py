@@ -89,21 +89,44 @@ class Reward:
 def combine(
     components: dict[str, np.ndarray], weights: dict[str, float], n: int
 ) -> dict[str, np.ndarray]:
-    """Clip each component to [0, 1] (NaN -> 0) and add "total" = sum_c w_c R_c."""
+    """Clip each component to [0, 1] and add "total" = sum_c w_c R_c. A NaN or infinite score is an
+    error naming the component and the row: it never becomes a number silently."""
     out = {}
     for name in weights:
         values = np.asarray(components[name], dtype=np.float64).reshape(-1)
         if values.shape != (n,):
             raise ValueError(f"component {name!r} has {values.size} values for {n} pairs")
-        out[name] = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise ValueError(
+                f"reward component {name!r} is {values[bad[0]]} at row {bad[0]} "
+                f"({len(bad)} of {n} rows are not finite)"
+            )
+        out[name] = np.clip(values, 0.0, 1.0)
     out["total"] = sum((w * out[c] for c, w in weights.items()), np.zeros(n))
     return out
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring functions of the reply alone
-# ----------------------------------------------------------------------------------------------
-# Rewards
+# A Hugging Face sequence classifier as a reward
+
+
+def load_classifier(source: str, allow_pickle: bool = False):
+    """A sequence classifier from a folder or the hub, from safetensors weights only, unless
+    `allow_pickle`: then a `pytorch_model.bin` is read too (by `torch.load(weights_only=True)`,
+    which restores tensors and runs no code). The OpenAssistant reward models ship only .bin."""
+    try:
+        return from_hub_or_folder(
+            AutoModelForSequenceClassification.from_pretrained, source,
+            use_safetensors=None if allow_pickle else True, trust_remote_code=False,
+        )  # fmt: skip
+    except OSError as error:
+        if allow_pickle or "safetensors" not in str(error):
+            raise
+        raise OSError(
+            f"{source}: no safetensors weights (only pickle weights such as pytorch_model.bin?); "
+            "to read pickle weights pass allow_pickle=True (--reward-allow-pickle)"
+        ) from error
 
 
 class SequenceClassifierReward(Reward):
@@ -144,8 +167,8 @@ class SequenceClassifierReward(Reward):
         device=None,
         label_index: int | None = None,
         formatter: Callable[[str, str], str] | str | None = None,
+        allow_pickle: bool = False,
     ):
-
         self.components = (name,)
         super().__init__()
         if isinstance(model_or_name_or_path, (str, os.PathLike)):
@@ -153,9 +176,7 @@ class SequenceClassifierReward(Reward):
             tokenizer = tokenizer or from_hub_or_folder(
                 AutoTokenizer.from_pretrained, source, trust_remote_code=False
             )
-            model = from_hub_or_folder(
-                AutoModelForSequenceClassification.from_pretrained, source, trust_remote_code=False
-            )
+            model = load_classifier(source, allow_pickle)
         else:
             model = model_or_name_or_path
             if tokenizer is None:

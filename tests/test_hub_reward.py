@@ -5,12 +5,17 @@ the OA special tokens are saved to disk and loaded by path through SequenceClass
 reaches the model must be exactly `lm.hh_format.oasst_format` of the HH prompt, read at the final EOS.
 """
 
+import shutil
 import time
 
 import numpy as np
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    GPTNeoXConfig,
+    GPTNeoXForSequenceClassification,
+)
 
 from alol_min.lm.hh_format import oasst_format
 from alol_min.lm.hub import HubUnavailableError
@@ -192,3 +197,20 @@ def test_hub_reward_name_offline_fails_fast(monkeypatch):
     with pytest.raises(HubUnavailableError, match="HF_HUB_OFFLINE"):
         SequenceClassifierReward("OpenAssistant/no-such-reward-model-for-tests", formatter="oasst")
     assert time.perf_counter() - start < 10
+
+
+def test_pickle_weights_need_an_explicit_opt_in(oa_folder, tmp_path):
+    pickled = tmp_path / "pickled-rm"
+    shutil.copytree(oa_folder, pickled)
+    model = AutoModelForSequenceClassification.from_pretrained(oa_folder)
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # the OpenAssistant RMs' format
+    with pytest.raises(OSError, match="no safetensors weights .* allow_pickle=True"):
+        SequenceClassifierReward(str(pickled), formatter="oasst")
+    prompts, responses = _pairs()
+    loaded = SequenceClassifierReward(str(pickled), formatter="oasst", allow_pickle=True)(
+        prompts, responses
+    )
+    reference = SequenceClassifierReward(str(oa_folder), formatter="oasst")(prompts, responses)
+    np.testing.assert_allclose(loaded["total"], reference["total"], rtol=1e-6)

@@ -176,7 +176,9 @@ def test_legacy_pytorch_bin_checkpoint_loads(rm_folder, tmp_path):
     weights["gpt_neox.layers.0.attention.rotary_emb.inv_freq"] = torch.ones(4)
     torch.save(weights, folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    out = SequenceClassifierReward(str(folder), formatter="oasst", batch_size=3)(
+    with pytest.raises(OSError, match="allow_pickle=True"):  # pickle weights only on request
+        SequenceClassifierReward(str(folder), formatter="oasst")
+    out = SequenceClassifierReward(str(folder), formatter="oasst", batch_size=3, allow_pickle=True)(
         PROMPTS, RESPONSES
     )["classifier"]
     np.testing.assert_allclose(out, _by_hand(rm_folder), atol=1e-5)

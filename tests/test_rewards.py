@@ -184,11 +184,18 @@ def test_bad_input_names_the_row():
         check_pairs("a prompt", "a reply")
 
 
-def test_combine_clips_replaces_nan_and_weights_the_total():
-    parts = {"a": np.array([0.2, np.nan, 1.5]), "b": np.array([0.5, 0.5, -1.0])}
+def test_combine_clips_and_weights_the_total():
+    parts = {"a": np.array([0.2, 0.7, 1.5]), "b": np.array([0.5, 0.5, -1.0])}
     out = combine(parts, {"a": 1.0, "b": 2.0}, 3)
-    np.testing.assert_allclose(out["a"], [0.2, 0.0, 1.0])
-    np.testing.assert_allclose(out["total"], [1.2, 1.0, 1.0])
+    np.testing.assert_allclose(out["a"], [0.2, 0.7, 1.0])
+    np.testing.assert_allclose(out["total"], [1.2, 1.7, 1.0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_combine_refuses_a_non_finite_score_naming_component_and_row(bad):
+    parts = {"a": np.array([0.2, 0.3, 0.4]), "b": np.array([0.5, bad, bad])}
+    with pytest.raises(ValueError, match=rf"reward component 'b' is {bad} at row 1 \(2 of 3 rows"):
+        combine(parts, {"a": 1.0, "b": 1.0}, 3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ from typing import Callable
 import numpy as np
 
 
+class DataError(ValueError):
+    """A data file or source that cannot be read as asked: the message names it."""
+
+
 @dataclass
 class DataReport:
     """What loading kept and what it dropped, by reason: nothing is dropped silently."""

@@ -18,45 +18,35 @@ Columns of the returned `Dataset`:
     n_turns       int   Human turns in the prompt
     ...                 any other keys of the JSON rows, passed through unchanged (tiny-hh metadata)
 
-Cleaning, as in the paper's `data_cleaning.py` (docs/method.md §9.1): a pair is dropped when either response
-ends with ":" (cut off mid-turn). Malformed rows are dropped and counted by reason in the report,
-with the first few places each reason occurred (`report.where`); nothing is dropped silently.
+Cleaning, as in the paper's `data_cleaning.py` (docs/method.md §9.1): a pair is dropped when either
+response ends with ":" (cut off mid-turn) or holds a turn marker of its own ("Human:" without the
+blank line before it), and when chosen and rejected are the same. Lines that cannot be read
+(`tasks/hh_files.py`) and malformed rows are dropped too, and every drop is counted by reason with
+the first few places it occurred (`report.where`); nothing is dropped silently.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import datasets
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
 from alol_min.lm.hh_format import prompt_text, split_dialogue
 from alol_min.lm.hub import HubUnavailableError, hub_offline, hub_reachable
 from alol_min.rewards import SequenceClassifierReward
-from alol_min.tasks.base import DataReport, Task
+from alol_min.tasks.base import DataError, Task
+from alol_min.tasks.hh_files import BadLine, HHReport, file_rows, local_files
 from alol_min.tasks.preference import bradley_terry_reward
 
+EMBEDDED_TURN = re.compile(r"(?:^|\n)[ \t]*(?:Human|Assistant):")
+"""A turn marker inside a final response: the paper's cleaning drops such cut or merged replies."""
 BASE_COLUMNS = ("prompt", "chosen", "rejected", "response", "source_index", "subset", "n_turns")
-
-# The paper's prompt (docs/method.md §9.1): a system line, then " ### Human: " / " ### Assistant: " turns.
-
-
-@dataclass
-class HHReport(DataReport):
-    """DataReport plus, for each drop reason, the first few places it happened ("file:line")."""
-
-    where: dict[str, list[str]] = field(default_factory=dict)
-
-    def drop(self, reason: str, place: str, keep_places: int = 5) -> None:
-        self.dropped[reason] += 1
-        places = self.where.setdefault(reason, [])
-        if len(places) < keep_places:
-            places.append(place)
 
 
 def parse_pair(row) -> dict | str:
@@ -77,6 +67,10 @@ def parse_pair(row) -> dict | str:
         return "empty final response"
     if context_w != context_l:
         return "chosen and rejected prompts differ"
+    if chosen == rejected:
+        return "chosen and rejected are the same"
+    if EMBEDDED_TURN.search(chosen) or EMBEDDED_TURN.search(rejected):
+        return "a response holds another turn ('Human:' / 'Assistant:' without the blank line)"
     return {
         "prompt": prompt_text(context_w),
         "chosen": chosen,
@@ -85,24 +79,32 @@ def parse_pair(row) -> dict | str:
     }
 
 
-def _read_lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        yield from enumerate(handle, start=1)
-
-
-@dataclass
-class _BadLine:
-    reason: str
+def value_kind(value) -> str | None:
+    """The type of an extra field's value as a column sees it (None: missing, fits any column)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        inner = {value_kind(v) for v in value} - {None}
+        return (
+            "list" if not inner else f"list of {inner.pop()}" if len(inner) == 1 else "mixed list"
+        )
+    return "object"
 
 
 def _pairs_from_rows(
-    rows, *, subset: str, place, report: HHReport, drop_colon_endings: bool
+    rows, *, subset: str, place, report: HHReport, drop_colon_endings: bool, kinds: dict
 ) -> list[dict]:
-    """Parse (index, row-or-reason) items into kept pairs; count every dropped one."""
+    """Parse (index, row-or-reason) items into kept pairs; count every dropped one. `kinds`: each
+    extra field's type so far (shared by the files of one load); a row that changes it is dropped."""
     kept = []
     for index, row in rows:
-        parsed = parse_pair(row) if not isinstance(row, _BadLine) else row.reason
+        parsed = parse_pair(row) if not isinstance(row, BadLine) else row.reason
         if isinstance(parsed, str):
             report.drop(parsed, place(index))
             continue
@@ -114,9 +116,15 @@ def _pairs_from_rows(
         extra = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
         clash = set(extra) & set(BASE_COLUMNS)
         if clash:
-            raise ValueError(
+            raise DataError(
                 f"{place(index)}: extra field(s) {sorted(clash)} clash with the loader's columns"
             )
+        found = {k: value_kind(v) for k, v in extra.items()}
+        changed = sorted(k for k, kind in found.items() if kind and kinds.get(k, kind) != kind)
+        if changed or "mixed list" in found.values():
+            report.drop("an extra field changes type from row to row", place(index))
+            continue
+        kinds.update({k: kind for k, kind in found.items() if kind})
         kept.append(
             {
                 **parsed,
@@ -127,47 +135,6 @@ def _pairs_from_rows(
             }
         )
     return kept
-
-
-def _file_rows(path: Path, max_rows: int | None):
-    """(0-based line index, parsed JSON or _BadLine) for each non-blank line of a JSONL file."""
-    count = 0
-    for line_no, line in _read_lines(path):
-        if not line.strip():
-            continue
-        if max_rows is not None and count >= max_rows:
-            break
-        count += 1
-        try:
-            yield line_no - 1, json.loads(line)
-        except json.JSONDecodeError:
-            yield line_no - 1, _BadLine("invalid JSON line")
-
-
-def _local_files(source: Path, split: str, subsets) -> list[tuple[Path, str]]:
-    """(file, subset) pairs: the file itself, or {split}.jsonl[.gz] in the folder and its subfolders."""
-    if source.is_file():
-        return [(source, "")]
-
-    def find(folder: Path):
-        return [p for p in (folder / f"{split}.jsonl", folder / f"{split}.jsonl.gz") if p.is_file()]
-
-    if subsets is not None:
-        missing = [s for s in subsets if not (source / s).is_dir()]
-        if missing:
-            raise FileNotFoundError(
-                f"{source}: no subset folder(s) {missing}; found "
-                f"{sorted(p.name for p in source.iterdir() if p.is_dir())}"
-            )
-        files = [(p, s) for s in subsets for p in find(source / s)]
-    else:
-        files = [(p, "") for p in find(source)]
-        files += [(p, d.name) for d in sorted(source.iterdir()) if d.is_dir() for p in find(d)]
-    if not files:
-        raise FileNotFoundError(
-            f"{source}: no {split}.jsonl or {split}.jsonl.gz in the folder or its subfolders"
-        )
-    return files
 
 
 def _hub_rows(source: str, split: str, subsets, max_rows):
@@ -216,11 +183,12 @@ def load_hh_rlhf(
     """
     report = HHReport()
     rows: list[dict] = []
+    kinds: dict[str, str] = {}
     path = Path(source)
     if path.exists():
         groups = [
-            (subset, str(f), _file_rows(f, max_rows))
-            for f, subset in _local_files(path, split, subsets)
+            (subset, str(f), file_rows(f, max_rows, report))
+            for f, subset in local_files(path, split, subsets)
         ]
     elif str(source).endswith((".jsonl", ".gz", ".json")) or str(source).startswith(
         (".", "/", "~")
@@ -239,15 +207,40 @@ def load_hh_rlhf(
                 return f"{label} row {i}"
 
         kept = _pairs_from_rows(
-            items, subset=subset, place=place, report=report, drop_colon_endings=drop_colon_endings
+            items,
+            subset=subset,
+            place=place,
+            report=report,
+            drop_colon_endings=drop_colon_endings,
+            kinds=kinds,
         )
         report.kept[label] = len(kept)
         rows += kept
     columns = list(BASE_COLUMNS) + sorted({k for r in rows for k in r} - set(BASE_COLUMNS))
-    dataset = Dataset.from_dict({c: [r.get(c) for r in rows] for c in columns})
+    try:
+        dataset = Dataset.from_dict({c: [r.get(c) for r in rows] for c in columns})
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+    ) as error:  # e.g. an object field whose keys change type
+        raise DataError(
+            f"{source}: the rows' extra fields do not make one table: {error}"
+        ) from None
     if verbose:
         print(f"hh-rlhf {source}: {report}")
     return dataset, report
+
+
+def split_overlap(splits) -> dict[str, int]:
+    """How many validation and test prompts also occur in an earlier split (HH-RLHF repeats many
+    first questions, so some overlap is in the data itself); reported, not removed."""
+    train, validation = set(splits["train"]["prompt"]), set(splits["validation"]["prompt"])
+    return {
+        "validation prompts also in train": sum(p in train for p in splits["validation"]["prompt"]),
+        "test prompts also in train or validation": sum(
+            p in train or p in validation for p in splits["test"]["prompt"]
+        ),
+    }
 
 
 def load_hh_splits(
@@ -290,6 +283,7 @@ def load_hh_splits(
     splits = DatasetDict(
         train=train, validation=validation, test=test.select(range(min(n_test, len(test))))
     )
+    report.notes.update(split_overlap(splits))
     if verbose:
         print(
             f"hh-rlhf {source}: {report}; splits {', '.join(f'{k} {len(v):,}' for k, v in splits.items())}"
@@ -317,6 +311,9 @@ class HHConfig:
     """The reward input is left-truncated to this many tokens."""
     test_reward_model: str | None = None
     """A different reward model for the test split (the paper: the 6.9B OpenAssistant RM)."""
+    reward_allow_pickle: bool = False
+    """Also read reward-model weights stored as pickle (pytorch_model.bin, as the OpenAssistant
+    RMs ship), with torch.load(weights_only=True); otherwise safetensors only."""
     rm_steps: int = 250
     """Steps of the Bradley-Terry reward model (without --reward-model)."""
     split_seed: int = 0
@@ -341,8 +338,9 @@ def hh_rlhf_task(hh: HHConfig, n_test: int = 500, verbose: bool = True) -> Task:
 
         def classifier(name):
             return SequenceClassifierReward(
-                name, name="reward", formatter=formatter, max_length=hh.reward_max_tokens
-            )
+                name, name="reward", formatter=formatter, max_length=hh.reward_max_tokens,
+                allow_pickle=hh.reward_allow_pickle,
+            )  # fmt: skip
 
         reward = classifier(hh.reward_model)
         test_reward = classifier(hh.test_reward_model) if hh.test_reward_model else reward
