@@ -71,7 +71,7 @@ def verify(folder: Path, key: str) -> str | None:
         return "no manifest (missing or half-written)"
     try:
         manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError, OSError) as error:
         return f"manifest is damaged ({type(error).__name__})"
     if not isinstance(manifest, dict):
         return f"manifest is damaged (a JSON {type(manifest).__name__}, not an object)"
@@ -81,11 +81,16 @@ def verify(folder: Path, key: str) -> str | None:
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
     for name, digest in files.items():
-        path = folder / str(name)
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"manifest names a file outside its folder ({name})"
+        path = folder / name
         if not isinstance(digest, str) or not path.is_file():
             return f"file {name} is missing"
-        if file_sha256(path) != digest:
-            return f"file {name} does not match its recorded hash"
+        try:
+            if file_sha256(path) != digest:
+                return f"file {name} does not match its recorded hash"
+        except OSError:  # e.g. removed by a concurrent rebuild: then rebuild under the lock
+            return f"file {name} could not be read"
     return None
 
 

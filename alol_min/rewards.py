@@ -53,8 +53,8 @@ def check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
 class Reward:
     """Base class: subclasses set `components` and implement `score(prompts, responses)`.
 
-    `__call__` validates the input, clips every component to [0, 1] (NaN -> 0, so no NaN ever
-    reaches the advantage), and adds "total" = sum_c w_c R_c.
+    `__call__` validates the input, refuses a NaN or infinite score (naming the component and row),
+    clips every component to [0, 1] and adds "total" = sum_c w_c R_c.
     """
 
     components: tuple[str, ...] = ()
@@ -121,7 +121,8 @@ def load_classifier(source: str, allow_pickle: bool = False):
             use_safetensors=None if allow_pickle else True, trust_remote_code=False,
         )  # fmt: skip
     except OSError as error:
-        if allow_pickle or "safetensors" not in str(error):
+        causes = [error, error.__cause__, error.__context__]
+        if allow_pickle or not any("safetensors" in str(c) for c in causes if c is not None):
             raise
         raise OSError(
             f"{source}: no safetensors weights (only pickle weights such as pytorch_model.bin?); "

@@ -59,6 +59,11 @@ def test_mismatched_manifest_is_rebuilt(tmp_path, capsys):
         (b'{"key": "KEY", "files": null}', "manifest lists no files"),
         (b'{"key": "KEY", "files": {}}', "manifest lists no files"),
         (b'{"key": "KEY", "files": {"weights.bin": 7}}', "file weights.bin is missing"),
+        (
+            b'{"key": "KEY", "files": {"/etc/hostname": "0"}}',
+            "manifest names a file outside its folder (/etc/hostname)",
+        ),
+        (b"[" * 100_000, "manifest is damaged (RecursionError)"),
     ],
 )
 def test_a_damaged_manifest_means_rebuild(tmp_path, capsys, damage, reason):
@@ -95,10 +100,9 @@ def _slow_build(root: str, calls: str, seconds: float, barrier=None) -> None:
 def test_two_processes_building_one_key_build_it_once(tmp_path):
     calls = tmp_path / "calls.txt"
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_slow_build, args=(str(tmp_path / "cache"), str(calls), 2.0))
-        for _ in range(2)
-    ]
+    barrier = context.Barrier(2)  # both ask only when both are ready: the requests overlap
+    args = (str(tmp_path / "cache"), str(calls), 2.0, barrier)
+    workers = [context.Process(target=_slow_build, args=args) for _ in range(2)]
     for worker in workers:
         worker.start()
     for worker in workers:

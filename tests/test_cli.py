@@ -68,6 +68,10 @@ def _error(argv, capsys) -> str:
             "--test-reward-model: needs --reward-model",
         ),
         (
+            ["--task", "hh-rlhf", "--source", "x", "--reward-allow-pickle"],
+            "--reward-allow-pickle: needs --reward-model",
+        ),
+        (
             ["--value.neighbours", "8"],
             "--value.neighbours: is used only by --value.estimator neighbours",
         ),

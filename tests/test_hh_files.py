@@ -24,7 +24,7 @@ def _row(i: int, **extra) -> dict:
 
 
 def _lines(rows) -> bytes:
-    return b"".join((json.dumps(r) if isinstance(r, dict) else r).encode() + b"\n" for r in rows)
+    return b"".join((json.dumps(r).encode() if isinstance(r, dict) else r) + b"\n" for r in rows)
 
 
 def test_two_files_for_one_split_are_an_error_naming_both(tmp_path):
@@ -42,9 +42,9 @@ def test_a_truncated_gzip_keeps_the_rows_before_the_cut(tmp_path):
     path = tmp_path / "train.jsonl.gz"
     path.write_bytes(packed[: len(packed) // 2])
     data, report = load_hh_rlhf(path)
-    reason = "file ends early (truncated gzip): rows before the cut kept"
+    reason = "gzip stream ends early or is damaged: rows before it kept"
     assert 0 < len(data) < 400 and report.dropped[reason] == 1
-    assert report.where[reason][0].startswith(f"{path}:")
+    assert report.where[reason] == [f"{path}:{len(data) + 1}"]  # the first line not read whole
     assert list(data["source_index"]) == list(range(len(data)))  # every row before the cut
 
 
@@ -55,6 +55,8 @@ def test_a_truncated_gzip_keeps_the_rows_before_the_cut(tmp_path):
         (b'{"chosen": "\\n\\nHuman: a\\ud800\\n\\nAssistant: b", "rejected": "x"}',
          "text holds a lone surrogate (e.g. a JSON \\ud800 escape)"),
         (b"{not json", "invalid JSON line"),
+        (b"[" * 100_000, "invalid JSON line"),  # nested too deep for the parser
+        (b'{"n": ' + b"9" * 5000 + b"}", "invalid JSON line"),  # an integer past Python's digit limit
     ],
 )  # fmt: skip
 def test_a_bad_line_is_counted_with_its_place_and_the_rest_is_kept(tmp_path, line, reason):
@@ -153,16 +155,25 @@ LINE = st.one_of(
 @given(st.lists(LINE, max_size=25))
 def test_every_line_is_kept_or_counted_and_nothing_raises(tmp_path, lines):
     path = tmp_path / "random.jsonl"
-    content = b"\n".join(lines) + b"\n"
+    content = b"\n".join(lines) + b"\n"  # len(lines) lines
     path.write_bytes(content)
     if content.startswith(GZIP_MAGIC):  # looks like gzip: a one-line error naming the file
         with pytest.raises(DataError, match="a gzip file whose name does not end in .gz"):
             load_hh_rlhf(path)
         return
     data, report = load_hh_rlhf(path)
-    non_blank = sum(
-        1
-        for i, line in enumerate(lines)
-        if (line[3:] if i == 0 and line.startswith(b"\xef\xbb\xbf") else line).strip()
-    )
-    assert len(data) + sum(report.dropped.values()) == non_blank
+    skipped = report.notes.get("blank lines skipped", 0)
+    assert len(data) + sum(report.dropped.values()) + skipped == content.count(b"\n")
+
+
+def test_drops_in_the_test_split_keep_their_place_and_max_rows_is_reported(tmp_path):
+    (tmp_path / "train.jsonl").write_bytes(_lines([_row(i) for i in range(30)] + [b"", b"{bad"]))
+    (tmp_path / "test.jsonl").write_bytes(_lines([_row(100), b"{bad", _row(101)]))
+    _, report = load_hh_splits(tmp_path, n_validation=5, n_test=2)
+    assert report.where["invalid JSON line"] == [
+        f"{tmp_path / 'train.jsonl'}:32",
+        f"{tmp_path / 'test.jsonl'}:2",
+    ]
+    assert report.notes["blank lines skipped"] == 1
+    _, cut = load_hh_rlhf(tmp_path / "train.jsonl", max_rows=10)
+    assert cut.notes["files cut at --max-rows"] == 1

@@ -267,6 +267,10 @@ def _check_task_options(cfg: ReproduceConfig) -> None:
             "needs --reward-model (without one, a Bradley-Terry "
             "reward model scores both training and test)",
         )
+    if cfg.hh.reward_allow_pickle and not cfg.hh.reward_model:
+        raise ConfigError(
+            "--reward-allow-pickle", "needs --reward-model (the weights it would let in)"
+        )
     if cfg.hh.reward_model and cfg.hh.rm_steps != base.hh.rm_steps:
         raise ConfigError(
             "--rm-steps", "trains the Bradley-Terry reward model, which --reward-model replaces"

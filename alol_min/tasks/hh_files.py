@@ -69,9 +69,8 @@ def file_lines(path: Path, report: HHReport):
             for line_no, line in enumerate(handle, start=1):
                 yield line_no, line
     except (EOFError, gzip.BadGzipFile, zlib.error):
-        report.drop(
-            "file ends early (truncated gzip): rows before the cut kept", f"{path}:{line_no + 1}"
-        )
+        reason = "gzip stream ends early or is damaged: rows before it kept"
+        report.drop(reason, f"{path}:{line_no + 1}")
 
 
 def has_lone_surrogate(value) -> bool:
@@ -96,8 +95,12 @@ def file_rows(path: Path, max_rows: int | None, report: HHReport):
         if line_no == 1 and raw.startswith(BOM):
             raw = raw[len(BOM) :]
         if not raw.strip():
+            report.notes["blank lines skipped"] = report.notes.get("blank lines skipped", 0) + 1
             continue
         if max_rows is not None and count >= max_rows:
+            report.notes["files cut at --max-rows"] = (
+                report.notes.get("files cut at --max-rows", 0) + 1
+            )
             break
         count += 1
         try:
@@ -107,7 +110,7 @@ def file_rows(path: Path, max_rows: int | None, report: HHReport):
             continue
         try:
             row = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, an over-long integer, deep nesting
             yield line_no - 1, BadLine("invalid JSON line")
             continue
         if has_lone_surrogate(row):

@@ -91,10 +91,17 @@ def value_kind(value) -> str | None:
         return "str"
     if isinstance(value, list):
         inner = {value_kind(v) for v in value} - {None}
-        return (
-            "list" if not inner else f"list of {inner.pop()}" if len(inner) == 1 else "mixed list"
-        )
+        if len(inner) > 1:  # an empty inner list fits a list of anything
+            inner -= {"list"}
+        if not inner:
+            return "list"
+        return f"list of {inner.pop()}" if len(inner) == 1 else "mixed list"
     return "object"
+
+
+def same_kind(a: str, b: str) -> bool:
+    """Whether two values of these kinds fit one column (an empty list fits any list)."""
+    return a == b or (a.startswith("list") and b.startswith("list") and "list" in (a, b))
 
 
 def _pairs_from_rows(
@@ -120,11 +127,15 @@ def _pairs_from_rows(
                 f"{place(index)}: extra field(s) {sorted(clash)} clash with the loader's columns"
             )
         found = {k: value_kind(v) for k, v in extra.items()}
-        changed = sorted(k for k, kind in found.items() if kind and kinds.get(k, kind) != kind)
+        changed = [
+            k for k, kind in found.items() if kind and not same_kind(kinds.get(k, kind), kind)
+        ]
         if changed or "mixed list" in found.values():
             report.drop("an extra field changes type from row to row", place(index))
             continue
-        kinds.update({k: kind for k, kind in found.items() if kind})
+        kinds.update(
+            {k: kind for k, kind in found.items() if kind and kinds.get(k) in (None, "list")}
+        )
         kept.append(
             {
                 **parsed,
@@ -222,6 +233,7 @@ def load_hh_rlhf(
     except (
         pa.ArrowInvalid,
         pa.ArrowTypeError,
+        OverflowError,
     ) as error:  # e.g. an object field whose keys change type
         raise DataError(
             f"{source}: the rows' extra fields do not make one table: {error}"
@@ -267,11 +279,15 @@ def load_hh_splits(
             test, test_report = load_hh_rlhf(source, split="test", max_rows=max_rows)
             report.kept.update({f"{k} (test)": v for k, v in test_report.kept.items()})
             report.dropped.update(test_report.dropped)
+            for reason, places in test_report.where.items():
+                report.where.setdefault(reason, []).extend(places)
+            for note, count in test_report.notes.items():
+                report.notes[note] = report.notes.get(note, 0) + count
         except FileNotFoundError:
             test = None
     held = n_validation + (n_test if test is None else 0)
     if len(train) < held + 1:
-        raise ValueError(
+        raise DataError(
             f"{source}: {len(train)} usable training pairs, need more than {held} "
             f"({n_validation} validation{'' if test is not None else f' + {n_test} test'})"
         )

@@ -15,7 +15,8 @@ import numpy as np
 from datasets import DatasetDict
 
 from alol_min.cache import load_or_build
-from alol_min.tasks.base import DataReport, Task
+from alol_min.tasks.base import Task
+from alol_min.tasks.hh_files import HHReport
 from alol_min.tasks.hh_rlhf import load_hh_rlhf
 from alol_min.tasks.preference import bradley_terry_reward
 from alol_min.tasks.tiny_hh_judge import TinyHHJudge
@@ -59,12 +60,14 @@ def load_tiny_hh(folder=None, *, verbose: bool = False, **generate_kwargs):
                 raise ValueError(
                     f"{folder} was generated with other settings {differ} (asked, stored)"
                 )
-    report, splits = DataReport(), {}
+    report, splits = HHReport(), {}
     for split in SPLITS:
         data, split_report = load_hh_rlhf(Path(folder) / f"{split}.jsonl")
         splits[split] = data
         report.kept[split] = len(data)
         report.dropped.update({f"{split}: {k}": v for k, v in split_report.dropped.items()})
+        for reason, places in split_report.where.items():
+            report.where.setdefault(f"{split}: {reason}", []).extend(places)
     if verbose:
         print(f"tiny-hh: {report}")
     return DatasetDict(splits), report
