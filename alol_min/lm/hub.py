@@ -22,9 +22,6 @@ def hub_offline() -> bool:
     )
 
 
-_offline = hub_offline  # the old private name
-
-
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Can a TCP connection to the hub (HF_ENDPOINT, default huggingface.co:443) open within `timeout` s?
 
