@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv reproduce check test lint lab train-ref clean-cache
+.PHONY: venv reproduce reference check test lint lab train-ref clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,8 +16,22 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-reproduce: venv  ## the main job on the embedded default task
-	$(OFFLINE) $(PY) -m alol_min reproduce --out-dir runs --figures-dir runs/figures
+reproduce: venv  ## the main job on the embedded default task, into runs/, compared with results/
+	$(OFFLINE) $(PY) -m alol_min reproduce
+
+# Regenerating the committed reference is this explicit act, never a side effect: per task, every
+# method x 3 seeds, the two ablations, the noisy-data pools, and PRO with the reward-gap temperature
+# (a measurement beside the reference). Resumable: finished runs with the same provenance are reused.
+REF = $(OFFLINE) $(PY) -m alol_min reproduce --preset full
+reference: reference-chitchat reference-tiny-hh  ## regenerate results/ and figures/ (hours on 2 cores)
+
+reference-%: venv
+	$(REF) --task $* --write-reference
+	$(REF) --task $* --write-reference --methods a_lol_no_clamp,a_lol_good_random
+	$(REF) --task $* --write-reference --pool low-rated --methods nll,a_lol
+	$(REF) --task $* --write-reference --pool high-rated --methods nll,a_lol
+	$(REF) --task $* --methods pro --offline.pro-temperature reward \
+		--out-dir results/measurements/pro-reward-temperature --figures-dir runs/figures
 
 lint: venv  ## ruff: lint and format check
 	$(PY) -m ruff check .

@@ -18,6 +18,7 @@ Root: $ALOL_MIN_CACHE, else ~/.cache/alol-min.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -39,6 +40,18 @@ def cache_key(inputs: dict) -> str:
     """SHA-256 (first 16 hex digits) of the canonical JSON of `inputs`."""
     text = json.dumps({"schema": SCHEMA, **inputs}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_digest(*modules: str) -> str:
+    """SHA-256 (16 hex digits) of the source files of the named modules ("alol_min.values"): put in
+    an artifact's inputs, an edit of the code that builds it rebuilds it."""
+    digest = hashlib.sha256()
+    for name in sorted(modules):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"source_digest: no module {name!r}")
+        digest.update(name.encode() + b"\x00" + Path(spec.origin).read_bytes() + b"\x00")
+    return digest.hexdigest()[:16]
 
 
 def file_sha256(path: Path) -> str:

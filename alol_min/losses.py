@@ -66,7 +66,8 @@ class MethodSpec:
     """The clipped importance weight the loss uses: "sequence" (r), "token" (rho_t) or None. It
     decides whether `OfflineConfig.clip` applies and which clip fraction is logged."""
     scales_steps: bool = False
-    """Runs int(steps * p) steps, p = leftover fraction (the paper's budget for A-LoL variants)."""
+    """Samples the leftovers only, so runs int(steps * p) steps and validates every
+    int(eval_every * p), p = leftover fraction (the paper's budget for every such sampler)."""
     ablation: bool = False
     """Not a method of the paper's tables; a variant for an ablation (docs/method.md)."""
 
@@ -91,7 +92,7 @@ METHODS: dict[str, MethodSpec] = {
         _m("pro", "PRO", "uniform", False, False, pairwise=True),
         _m("a_lol_no_clamp", "A-LoL (A<0 kept)", "uniform", True, True, importance="sequence", ablation=True),
         _m("a_lol_good_random", "A-LoL (uniform A>0)", "positive_uniform", True, True,
-           importance="sequence", ablation=True),
+           importance="sequence", scales_steps=True, ablation=True),
     ]
 }  # fmt: skip
 
@@ -236,6 +237,30 @@ def pro_loss(
     log_eps = torch.full_like(s0t, math.log(1e-10))
     ranking = torch.logsumexp(torch.stack([log_eps, s0t, s1t]), dim=0) - s0t
     return ranking + sft_weight * sequence_nll(logp_chosen, mask_chosen)
+
+
+def reward_logit(reward: Tensor, max_total: float, eps: float = 1e-4) -> Tensor:
+    """s = logit(R / max_total), R / max_total clamped to [eps, 1 - eps].
+
+    A reward given as R = sigmoid(s) (a Bradley-Terry or single-label reward model) is mapped back
+    to its raw logit s, the scale on which the paper's code takes PRO's temperature T = s_0 - s_1.
+    A reward that is a sum of scores (chitchat) is mapped to the logit of its mean score.
+    """
+    p = (reward / max_total).clamp(eps, 1.0 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def dpo_implicit_rewards(
+    logp_chosen, mask_chosen, logp_rejected, mask_rejected,
+    ref_logp_chosen=None, ref_logp_rejected=None, beta: float = 0.1,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """DPO's implicit rewards r_w = beta * log(pi_theta(y_w) / pi_ref(y_w)) and r_l likewise
+    (TRL's rewards/chosen and rewards/rejected; without pi_ref, beta * log pi_theta)."""
+    r_w, r_l = -sequence_nll(logp_chosen, mask_chosen), -sequence_nll(logp_rejected, mask_rejected)
+    if ref_logp_chosen is not None:
+        r_w = r_w + sequence_nll(ref_logp_chosen, mask_chosen)
+        r_l = r_l + sequence_nll(ref_logp_rejected, mask_rejected)
+    return beta * r_w, beta * r_l
 
 
 # ---- entry points -----------------------------------------------------------------------

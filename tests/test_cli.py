@@ -142,5 +142,7 @@ def test_flags_override_the_preset_of_the_task():
     assert (
         hh.offline.steps == 9000
         and hh.offline.grad_clip == 0.3
-        and hh.eval_decode.do_sample is False
+        and hh.offline.lr == 2e-5
+        and hh.decoding == "greedy"
+        and hh.second_view == "none"
     )

@@ -193,7 +193,7 @@ def test_hh_pipeline_with_a_sequence_classifier_reward_from_one_file(hh_folder, 
             "--value.estimator",
             "neighbours",
             "--out-dir",
-            str(tmp_path / "results"),
+            str(tmp_path / "runs"),
             "--figures-dir",
             str(tmp_path / "figures"),
             *SMALL,
@@ -201,9 +201,9 @@ def test_hh_pipeline_with_a_sequence_classifier_reward_from_one_file(hh_folder, 
         tmp_path,
     )
     assert "train 268, validation 24, test 8" in out  # one file: validation and test held out of it
-    rows = _summary(tmp_path / "results")
+    rows = _summary(tmp_path / "runs")
     assert [r["method"] for r in rows] == ["pi_ref", "nll", "a_lol"]
-    prepare = json.loads((tmp_path / "results" / "hh-rlhf" / "prepare.json").read_text())
+    prepare = json.loads((tmp_path / "runs" / "hh-rlhf" / "prepare.json").read_text())
     assert prepare["reward"]["reward_model"] == str(rm) and prepare["reward"]["format"] == "oasst"
     assert (
         prepare["value"]["estimator"] == "neighbours"

@@ -6,7 +6,7 @@ import torch
 
 from alol_min.lm.batching import collate, encode_pairs, encode_prompts, token_logprobs
 from alol_min.lm.generation import DecodeConfig
-from alol_min.losses import METHODS
+from alol_min.losses import METHODS, reward_logit
 from alol_min.run.prepare import advantage_summary, fit_value_estimate, reference_pass
 from alol_min.run.train import (
     OfflineConfig,
@@ -73,6 +73,7 @@ def offline_setup(micro_policy, chitchat_small):
         rejected=rej,
         reward_rejected=r[::-1].copy(),
         ref_logp_rejected=reference_pass(model, rej, tokenizer.pad_token_id)["ref_logp"],
+        max_reward=reward.max_total,
     )
     return model, tokenizer, data, report, summary
 
@@ -306,3 +307,68 @@ def test_grad_accum_gives_the_update_of_one_big_batch(offline_setup, method, mon
         torch.testing.assert_close(
             accum.state_dict()[name] - before, big.state_dict()[name] - before, rtol=1e-4, atol=1e-6
         )
+
+
+@pytest.mark.parametrize("rule", ["keep_ref", "keep_last"])
+def test_no_improvement_rule(offline_setup, rule):
+    """When no validation beats pi_ref's: keep_ref returns pi_ref (kept_step 0), keep_last the last
+    step's weights (kept_step = steps run)."""
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(
+        steps=2, batch_size=4, eval_every=1, scale_steps_by_leftover=False, no_improvement=rule
+    )
+    trained, log = train_offline(
+        model, "nll", data, cfg, tokenizer.pad_token_id, validate=lambda m: {"total": 0.5},
+        progress=False, initial_scores={"total": 0.9},
+    )  # fmt: skip
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(trained.state_dict().values(), model.state_dict().values())
+    )
+    assert log[-1]["kept_step"] == (0 if rule == "keep_ref" else 2)
+    assert same == (rule == "keep_ref")
+
+
+@pytest.mark.parametrize("method", ["a_lol", "a_lol_good_random", "nll", "a_lol_no_clamp"])
+def test_leftover_samplers_scale_steps_and_validation_interval(offline_setup, method, tmp_path):
+    """Every sampler over leftovers runs int(steps p) steps and validates every int(eval_every p),
+    p the leftover fraction (the paper's budget); samplers over all data run the nominal budget."""
+    model, tokenizer, data, _, _ = offline_setup
+    p = float((data.advantage > 0).mean())
+    assert 0.1 < p < 0.95
+    cfg = OfflineConfig(steps=20, batch_size=2, eval_every=10)
+    _, log = train_offline(
+        model, method, data, cfg, tokenizer.pad_token_id, validate=lambda m: {"total": 0.0},
+        run_dir=tmp_path, progress=False, initial_scores={"total": 1.0},
+    )  # fmt: skip
+    scaled = method in ("a_lol", "a_lol_good_random")
+    steps, every = (int(20 * p), int(10 * p)) if scaled else (20, 10)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["steps_run"] == steps and config["eval_every_run"] == every
+    validated = [r["step"] for r in log[1:] if "val_total" in r]
+    assert validated == sorted({*range(every, steps + 1, every), steps})
+
+
+def test_dpo_logs_reward_accuracy_and_margin(offline_setup):
+    """DPO's training log has TRL's reward accuracy and margin, and at pi_theta = pi_ref (step 1's
+    batch, before the update) every implicit reward is 0: margin 0, accuracy 0."""
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(steps=3, batch_size=4, eval_every=3, scale_steps_by_leftover=False)
+    _, log = train_offline(
+        model, "dpo", data, cfg, tokenizer.pad_token_id, validate=lambda m: {"total": 0.0},
+        progress=False, initial_scores={"total": 1.0},
+    )  # fmt: skip
+    assert log[1]["rewards_margin"] == pytest.approx(0.0, abs=1e-4)
+    assert log[1]["rewards_accuracy"] == 0.0
+    assert all(0.0 <= r["rewards_accuracy"] <= 1.0 for r in log[1:])
+    assert "probe_rewards_accuracy" in log[-1] and "probe_rewards_margin" in log[-1]
+    assert log[-1]["rewards_margin"] != 0.0  # the policy has moved
+
+
+def test_pro_temperature_is_on_the_logit_scale():
+    """PRO's temperature under "logit": the raw logit gap of a sigmoid reward, s_0 - s_1."""
+    s = torch.tensor([2.0, -1.0, 0.3])
+    recovered = reward_logit(torch.sigmoid(s), max_total=1.0)
+    assert torch.allclose(recovered, s, atol=1e-5)
+    assert torch.allclose(reward_logit(5 * torch.sigmoid(s), max_total=5.0), s, atol=1e-5)
+    assert torch.isfinite(reward_logit(torch.tensor([0.0, 1.0]), 1.0)).all()  # clamped ends

@@ -42,7 +42,7 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_reproduce_writes_a_row_per_method_and_seed(smoke_run):
     root, out = smoke_run
-    with open(root / "results" / "chitchat" / "summary.csv") as handle:
+    with open(root / "runs" / "chitchat" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     pairs = {(r["method"], r["seed"]) for r in rows}
     assert pairs == {("pi_ref", "")} | {(m, s) for m in FULL_METHODS for s in ("0", "1")}
@@ -64,28 +64,30 @@ def test_smoke_reproduce_writes_a_row_per_method_and_seed(smoke_run):
         "chitchat_importance_weights.png",
         "chitchat_advantages.png",
     ):
-        assert (root / "figures" / name).stat().st_size > 0
+        assert (root / "runs" / "figures" / name).stat().st_size > 0
 
 
 def test_plot_rebuilds_figures_from_logs(smoke_run):
     root, _ = smoke_run
-    for png in (root / "figures").glob("*.png"):
+    figures = root / "runs" / "figures"
+    for png in figures.glob("*.png"):
         png.unlink()
-    out = _run(["plot"], root)
+    out = _run(["plot", "--results", "runs", "--figures", "runs/figures"], root)
     assert "chitchat_training_curves.png" in out
-    assert (root / "figures" / "chitchat_training_curves.png").exists()
+    assert (figures / "chitchat_training_curves.png").exists()
 
 
 def test_second_run_reuses_cache_and_resumes(smoke_run):
     root, _ = smoke_run
-    run_dir = root / "results" / "chitchat" / "runs" / "a_lol-s1"
+    run_dir = root / "runs" / "chitchat" / "runs" / "a_lol-s1"
     before = json.loads((run_dir / "test.json").read_text())
     (run_dir / "test.json").unlink()  # as if interrupted before this run finished
     out = _run(["reproduce", "--preset", "smoke", "--seeds", "0,1", "--no-progress"], root)
     assert (
         "[cache] building" not in out and out.count("[cache] reusing") >= 4
     )  # reward, pi_ref, offline, rejected
-    assert out.count("test total") == 1  # only the unfinished run is trained again
+    assert out.count(": test total") == 1  # only the unfinished run is trained again
+    assert "reused 19 finished run(s)" in out
     again = json.loads((run_dir / "test.json").read_text())
     assert again == before  # same seed, same numbers
 
@@ -109,7 +111,7 @@ def test_extra_invocation_adds_to_the_summary(smoke_run):
     assert (
         "offline-rejected" not in out
     )  # no pairwise method: the rejected replies are not even loaded
-    with open(root / "results" / "chitchat" / "summary.csv") as handle:
+    with open(root / "runs" / "chitchat" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     pairs = [(r["method"], r["seed"]) for r in rows]
     expected = {("pi_ref", ""), ("a_lol_no_clamp", "0")} | {
@@ -135,7 +137,7 @@ def test_smoke_reproduce_on_tiny_hh(tmp_path):
         ],
         tmp_path,
     )
-    with open(tmp_path / "results" / "tiny-hh" / "summary.csv") as handle:
+    with open(tmp_path / "runs" / "tiny-hh" / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["method"] for r in rows] == ["pi_ref", "nll", "a_lol", "dpo"]
     # test scores come from the judge, with the training reward model's score beside them

@@ -1,13 +1,16 @@
 """Decoding responses from a policy: one documented setting, the same for every method.
 
-Greedy decoding of small models loops ("I think I think I think ..."), so the default is seeded
-nucleus sampling (top-p 0.9), the same seed for every model, which makes the outputs of a model
-deterministic. The paper's Reddit setting (beam search with 2 beams, repetition penalty 2.5) is
-available as `DecodeConfig.paper_beam()`.
+Three named decodings (`DECODINGS`), set on a config by `with_decoding(cfg, name)`:
+- "beam": beam search, 2 beams, repetition penalty 2.5 (the paper's Reddit setting);
+- "greedy": the paper's HHA setting;
+- "top-p": seeded nucleus sampling (p 0.9), the same seed for every model, so that a model's
+  outputs are deterministic; the decoding that measures a policy's entropy rather than its modes.
+`DecodeConfig()` itself is top-p.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,9 +69,28 @@ class DecodeConfig:
     @classmethod
     def paper_beam(cls, max_new_tokens: int = 32) -> "DecodeConfig":
         """The paper's Reddit/WoW decoding: 2 beams, repetition penalty 2.5, no sampling."""
-        return cls(
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=2, repetition_penalty=2.5
-        )
+        return with_decoding(cls(max_new_tokens=max_new_tokens), "beam")
+
+
+DECODINGS: dict[str, dict] = {
+    "beam": {"do_sample": False, "num_beams": 2, "repetition_penalty": 2.5},
+    "greedy": {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0},
+    "top-p": {"do_sample": True, "num_beams": 1, "repetition_penalty": 1.0},
+}
+"""The named decodings: the DecodeConfig fields each one sets."""
+
+
+def with_decoding(cfg: DecodeConfig, name: str) -> DecodeConfig:
+    """`cfg` with the search fields of the named decoding (its length, seed and batch kept)."""
+    if name not in DECODINGS:
+        raise ValueError(f"unknown decoding {name!r}; choose one of {', '.join(DECODINGS)}")
+    return dataclasses.replace(cfg, **DECODINGS[name])
+
+
+def decoding_name(cfg: DecodeConfig) -> str | None:
+    """The name of the decoding `cfg` is, or None for a custom one."""
+    fields = {k: getattr(cfg, k) for k in ("do_sample", "num_beams", "repetition_penalty")}
+    return next((name for name, d in DECODINGS.items() if d == fields), None)
 
 
 @torch.no_grad()

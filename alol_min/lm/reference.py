@@ -12,7 +12,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from alol_min.cache import cache_key, config_inputs, dataset_digest, load_or_build
+from alol_min.cache import (
+    cache_key,
+    config_inputs,
+    dataset_digest,
+    load_or_build,
+    source_digest,
+)
 from alol_min.lm.batching import encode_pairs
 from alol_min.lm.models import ModelConfig, load_policy, make_policy, save_policy
 from alol_min.lm.sft import SFTConfig, train_nll
@@ -26,6 +32,15 @@ def encode_split(tokenizer, split, model_cfg: ModelConfig):
         model_cfg.max_prompt_tokens,
         model_cfg.max_response_tokens,
     )
+
+
+PI_REF_SOURCE = (
+    "alol_min.lm.sft",
+    "alol_min.lm.models",
+    "alol_min.lm.batching",
+    "alol_min.lm.loop",
+)
+"""The modules whose source is part of pi_ref's cache key: an edit of one retrains pi_ref."""
 
 
 def reference_policy(
@@ -48,6 +63,7 @@ def reference_policy(
         "validation": dataset_digest(data["validation"]),
         "model": asdict(model_cfg),
         "sft": config_inputs(sft_cfg),
+        "source": source_digest(*PI_REF_SOURCE),
     }
 
     def build(folder: Path) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
 
-from alol_min.lm.generation import DecodeConfig
+from alol_min.lm.generation import DECODINGS, DecodeConfig
 from alol_min.lm.models import ModelConfig
 from alol_min.lm.sft import SFTConfig
 from alol_min.losses import method_spec
@@ -91,7 +92,15 @@ class ReproduceConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     """Decoding of pi_ref's samples that V_ref is fit on."""
     eval_decode: DecodeConfig = field(default_factory=DecodeConfig)
-    """Decoding for validation and test (the same for every method)."""
+    """Decoding for validation and test (the same for every method); its search fields are set by
+    --decoding."""
+    decoding: Literal["beam", "greedy", "top-p"] = "beam"
+    """Validation and test decoding: beam (2 beams, repetition penalty 2.5: the paper's Reddit
+    setting, chitchat's default), greedy (the paper's HHA setting, tiny-hh's and hh-rlhf's
+    default) or top-p (seeded nucleus sampling, p 0.9)."""
+    second_view: Literal["top-p", "greedy", "beam", "none"] = "top-p"
+    """A second test decoding of every run (summary-<view>.csv beside summary.csv): the same
+    checkpoints seen under another decoding; none to skip it."""
     pool: Literal["all", "low-rated", "high-rated"] = "all"
     """Offline training pairs: all, or only low- / high-quality ones (chitchat: the conversations'
     human ratings; tiny-hh: label-noise / clean pairs), the noisy-data experiment; results then go
@@ -102,10 +111,16 @@ class ReproduceConfig:
     prepare_only: bool = False
     """Stop after pi_ref, the reward, V_ref and the advantages (cached): run this once before
     `accelerate launch`."""
-    out_dir: str = "results"
-    """Results folder (<out-dir>/<task>/...)."""
-    figures_dir: str = "figures"
-    """Where the figures and tables go."""
+    out_dir: str = "runs"
+    """This run's folder (<out-dir>/<task>/...), kept out of git; the run ends by comparing itself
+    with the reference in --reference-dir."""
+    figures_dir: str | None = None
+    """Where the figures and tables go (None: <out-dir>/figures; figures/ with --write-reference)."""
+    reference_dir: str = "results"
+    """The committed reference results that a run is compared with."""
+    write_reference: bool = False
+    """Regenerate the committed reference: write into --reference-dir and figures/ (the only way a
+    run writes there)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -145,10 +160,12 @@ SMOKE = ReproduceConfig(
 TINY_HH_SFT = SFTConfig(steps=500, eval_every=100)
 """tiny-hh's replies are short and templated: pi_ref learns them in 500 steps."""
 HHA_OFFLINE = OfflineConfig(
-    steps=9000, batch_size=4, grad_accum=4, lr=2e-4, warmup_steps=0, grad_clip=0.3, eval_every=900
+    steps=9000, batch_size=4, grad_accum=4, lr=2e-5, warmup_steps=0, grad_clip=0.3, eval_every=900
 )
-"""The paper's HHA optimisation: 16 sequences per step, 9000 nominal steps, lr 2e-4 constant (the
-paper's QLoRA adapter rate), gradient clip 0.3, validation every 900 steps."""
+"""The paper's HHA optimisation as full fine-tuning: 16 sequences per step, 9000 nominal steps
+(scaled by the leftover fraction for the A-LoL samplers, validation every 900 likewise), gradient
+clip 0.3, lr 2e-5 constant: the paper's rate for full fine-tuning (its QLoRA adapters use 2e-4,
+which `--offline.lr 2e-4` gives)."""
 HHA = dict(
     task="hh-rlhf",
     methods=("a_lol",),
@@ -157,23 +174,27 @@ HHA = dict(
     n_val_eval=280,
     offline=HHA_OFFLINE,
     decode=DecodeConfig(max_new_tokens=None),
-    eval_decode=DecodeConfig(max_new_tokens=None, do_sample=False),
+    eval_decode=DecodeConfig(max_new_tokens=None),
+    decoding="greedy",
+    second_view="none",
 )
 """hh-rlhf: every training pair, 280 validation prompts (V and model selection), greedy decoding
-for validation and test (the paper's HHA decoding), replies as long as the model's response length."""
+for validation and test (the paper's HHA decoding), replies as long as the model's response length,
+no second view (decoding is the expensive part of an hh-rlhf evaluation)."""
 
 PRESETS: dict[tuple[str, str], ReproduceConfig] = {
     ("default", "chitchat"): DEFAULT,
     ("full", "chitchat"): FULL,
     ("smoke", "chitchat"): SMOKE,
-    ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT),
-    ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT),
-    ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh"),
+    ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT, decoding="greedy"),
+    ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT, decoding="greedy"),
+    ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh", decoding="greedy"),
     ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
     ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": FULL_METHODS}, decoding_seeds=1),
     ("smoke", "hh-rlhf"): _with(
         SMOKE, task="hh-rlhf", methods=("a_lol",), hh=HHConfig(n_val=24, rm_steps=20), n_test=8,
-        n_value_prompts=16, n_val_eval=8, eval_decode=DecodeConfig(max_new_tokens=8, do_sample=False),
+        n_value_prompts=16, n_val_eval=8, eval_decode=DecodeConfig(max_new_tokens=8),
+        decoding="greedy", second_view="none",
     ),
 }  # fmt: skip
 
@@ -224,6 +245,8 @@ def check_config(cfg: ReproduceConfig) -> None:
         except ValueError as error:
             raise ConfigError("--methods", str(error)) from None
     _unique(cfg.methods, "method", "methods")
+    _check_decoding(cfg)
+    _check_folders(cfg)
     _unique(cfg.seeds, "seed", "seeds")
     if any(seed < 0 for seed in cfg.seeds):
         raise ConfigError("--seeds", f"seeds must be >= 0, got {cfg.seeds}")
@@ -245,6 +268,29 @@ def check_config(cfg: ReproduceConfig) -> None:
         if getattr(cfg.value, name) != getattr(default_value, name):
             raise ConfigError(flag("value." + name), "is used only by --value.estimator neighbours")
     _check_task_options(cfg)
+
+
+def _check_decoding(cfg: ReproduceConfig) -> None:
+    base = preset(cfg.preset, cfg.task).eval_decode
+    for name in DECODINGS[cfg.decoding]:
+        if getattr(cfg.eval_decode, name) != getattr(base, name):
+            raise ConfigError(
+                flag("eval_decode." + name),
+                f"is set by --decoding ({cfg.decoding}: {DECODINGS[cfg.decoding]}); "
+                "choose --decoding beam, greedy or top-p instead",
+            )
+    if cfg.second_view == cfg.decoding:
+        raise ConfigError("--second-view", f"is the same decoding as --decoding {cfg.decoding}")
+
+
+def _check_folders(cfg: ReproduceConfig) -> None:
+    """A run writes into the committed reference only when asked to (--write-reference)."""
+    if not cfg.write_reference and Path(cfg.out_dir).resolve() == Path(cfg.reference_dir).resolve():
+        raise ConfigError(
+            "--out-dir",
+            f"{cfg.out_dir} is the committed reference (--reference-dir); write elsewhere, or pass "
+            "--write-reference to regenerate it",
+        )
 
 
 def _check_task_options(cfg: ReproduceConfig) -> None:

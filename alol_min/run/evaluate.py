@@ -38,6 +38,21 @@ def score_responses(prompts, responses, reward) -> dict[str, float]:
     return out
 
 
+def scores_by_group(prompts, responses, reward, groups) -> dict[str, float]:
+    """{"<group>/total": mean total, "<group>/n": count} per group label (e.g. HH-RLHF's subsets),
+    when there are at least two groups; {} otherwise."""
+    labels = sorted(set(groups))
+    if len(labels) < 2:
+        return {}
+    out = {}
+    for label in labels:
+        idx = [i for i, g in enumerate(groups) if g == label]
+        totals = reward([prompts[i] for i in idx], [responses[i] for i in idx])["total"]
+        out[f"{label}/total"] = float(np.mean(totals))
+        out[f"{label}/n"] = len(idx)
+    return out
+
+
 def evaluate_policy(
     model,
     tokenizer,

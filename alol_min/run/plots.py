@@ -31,9 +31,13 @@ def _label(method: str) -> str:
 
 
 def read_logs(task_dir: Path) -> dict[str, list[list[dict]]]:
-    """{method: [rows of seed 0, rows of seed 1, ...]} from every run folder."""
+    """{method: [rows of seed 0, rows of seed 1, ...]} from the run folders listed in summary.csv
+    (every run folder when there is none)."""
     runs = defaultdict(list)
+    listed = _listed(task_dir)
     for log in sorted(Path(task_dir).glob("runs/*/log.jsonl")):
+        if listed is not None and log.parent.name not in listed:
+            continue
         method = log.parent.name.rsplit("-s", 1)[0]
         runs[method].append(
             [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -41,14 +45,21 @@ def read_logs(task_dir: Path) -> dict[str, list[list[dict]]]:
     return dict(runs)
 
 
-def read_summary(task_dir: Path) -> list[dict]:
-    with open(Path(task_dir) / "summary.csv") as handle:
+def _listed(task_dir: Path) -> set[str] | None:
+    """The run folders summary.csv lists (None without a summary)."""
+    if not (Path(task_dir) / "summary.csv").exists():
+        return None
+    return {f"{r['method']}-s{r['seed']}" for r in read_summary(task_dir)}
+
+
+def read_summary(task_dir: Path, name: str = "summary.csv") -> list[dict]:
+    with open(Path(task_dir) / name) as handle:
         return list(csv.DictReader(handle))
 
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per method: mean +- std over seeds of every numeric column (reward components first)."""
-    skip = {"method", "seed", "steps", "examples_seen"}
+    skip = {"method", "seed", "steps", "examples_seen", "kept_step"}
     metrics = [k for k in rows[0] if k not in skip]
     metrics = [m for m in metrics if m not in TABLE_METRICS] + [
         m for m in TABLE_METRICS if m in metrics
@@ -59,7 +70,9 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["method", "seeds"] + metrics + ["steps"]
     table = []
     for method, group in by_method.items():
-        cells = [_label(method), str(len(group))]
+        kept_ref = sum(str(r.get("kept_step")) == "0" for r in group)
+        label = _label(method) + (f" (kept pi_ref {kept_ref}/{len(group)})" if kept_ref else "")
+        cells = [label, str(len(group))]
         for metric in metrics + ["steps"]:
             values = np.array([float(r[metric]) for r in group if r.get(metric) not in (None, "")])
             if len(values) == 0:
@@ -195,7 +208,12 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
 def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
     """Histogram of r = pi_theta(y|x) / pi_ref(y|x) on the probe pairs, at the kept checkpoint of
     every seed of `method`, with the clip bounds 1 ± ε."""
-    files = sorted(task_dir.glob(f"runs/{method}-s*/importance.json"))
+    listed = _listed(task_dir)
+    files = [
+        f
+        for f in sorted(task_dir.glob(f"runs/{method}-s*/importance.json"))
+        if listed is None or f.parent.name in listed
+    ]
     if not files:
         ax.text(
             0.5, 0.5, f"no importance.json in {method} runs", ha="center", transform=ax.transAxes

@@ -20,7 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from alol_min.advantage import compute_advantage, leftover_fraction
-from alol_min.cache import cache_key, config_inputs, dataset_digest, load_or_build
+from alol_min.cache import (
+    cache_key,
+    config_inputs,
+    dataset_digest,
+    load_or_build,
+    source_digest,
+)
 from alol_min.extensions.neighbour_value import fit_neighbour_value
 from alol_min.lm.batching import (
     EncodedPairs,
@@ -179,6 +185,10 @@ def advantage_summary(reward_total: np.ndarray, value: np.ndarray) -> dict:
     }
 
 
+VALUE_SOURCE = ("alol_min.values", "alol_min.advantage", "alol_min.run.prepare")
+"""The modules whose source is part of the V_ref / advantage cache key."""
+
+
 def prepare_offline(
     cfg,
     task,
@@ -213,6 +223,7 @@ def prepare_offline(
         "value": config_inputs(cfg.value),
         "decode": asdict(cfg.decode),
         "prompts": cache_key({"p": value_prompts}),
+        "source": source_digest(*VALUE_SOURCE),
     }
     encoded = encode_split(tokenizer, train, model_cfg)
 
@@ -252,6 +263,8 @@ def prepare_offline(
     arrays = dict(np.load(folder / "offline.npz"))
     ref = torch.load(folder / "ref_logp.pt", weights_only=True)
     offline = OfflineData(encoded, arrays["reward_total"], arrays["advantage"], ref["ref_logp"])
+    offline.max_reward = float(task.train_reward.max_total)
+    offline.provenance = {"pi_ref": str(ref_folder.name), "offline": folder.name}
     pairwise = any(method_spec(m).pairwise for m in cfg.methods)
     if rejected or (rejected is None and pairwise):
         rejected_responses = task.rejected(train)
@@ -274,6 +287,7 @@ def prepare_offline(
         rej_folder = load_or_build(f"offline-rejected-{cfg.task}", rej_inputs, build_rejected)
         arrays["reward_rejected"] = np.load(rej_folder / "rejected.npz")["reward_rejected"]
         offline.reward_rejected = arrays["reward_rejected"]
+        offline.provenance["rejected"] = rej_folder.name
         offline.ref_logp_rejected = torch.load(
             rej_folder / "ref_logp_rejected.pt", weights_only=True
         )["ref_logp_rejected"]

@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,7 +45,13 @@ from alol_min.lm.loop import (
     policy_logprobs,
     prepare_for_training,
 )
-from alol_min.losses import method_loss, method_spec, pairwise_loss
+from alol_min.losses import (
+    dpo_implicit_rewards,
+    method_loss,
+    method_spec,
+    pairwise_loss,
+    reward_logit,
+)
 
 
 @dataclass
@@ -73,10 +80,19 @@ class OfflineConfig:
     """beta of DPO."""
     pro_sft_weight: float = 0.05
     """Weight of PRO's SFT term."""
+    pro_temperature: Literal["logit", "reward"] = "logit"
+    """PRO's temperature T = s_0 - s_1 on the reward-model logit scale, s = logit(R / max R), as the
+    paper's code (exact for a sigmoid reward model; chitchat's sum of scores gives the logit of
+    the mean score); "reward": the reward's own gap R_0 - R_1."""
     scale_steps_by_leftover: bool = True
-    """Run advantage-sampled methods for int(steps * p) steps, as the paper's HHA trainer."""
+    """Run the methods that sample only leftovers for int(steps * p) steps, validating every
+    int(eval_every * p), as the paper's trainer."""
     eval_every: int = 50
     """Validation every this many steps (and at the end)."""
+    no_improvement: Literal["keep_ref", "keep_last"] = "keep_ref"
+    """The checkpoint kept when no validation beats pi_ref's: keep_ref (default) treats pi_ref as
+    one of the candidates of model selection, so a run that never improved on it reports pi_ref,
+    marked "kept pi_ref" in every table; keep_last keeps the last step, as the paper's HHA code."""
     seed: int = 0
     """Seed of the sampler and of dropout."""
     grad_accum: int = 1
@@ -101,12 +117,18 @@ class OfflineData:
     rejected: EncodedPairs | None = None
     reward_rejected: np.ndarray | None = None
     ref_logp_rejected: list | None = None
+    max_reward: float | None = None
+    """The reward's largest value (`max_total`): PRO's logit temperature needs it."""
+    provenance: dict | None = None
+    """The cache keys of what built this data (pi_ref, the offline set, the rejected replies)."""
 
 
 def batch_loss(
     model, method: str, data: OfflineData, indices, cfg: OfflineConfig, pad_id: int, device="cpu"
 ):
-    """Mean loss of `method` on the examples at `indices`, and the batch's importance clip fraction."""
+    """Mean loss of `method` on the examples at `indices`, and a dict of batch statistics: the
+    importance clip fraction, or DPO's reward accuracy and margin (TRL's rewards/accuracies and
+    rewards/margins: the share of pairs whose implicit reward r_w exceeds r_l, and mean r_w - r_l)."""
     spec = method_spec(method)
 
     def per_example(values):  # rewards and advantages of the batch, on the model's device
@@ -125,6 +147,12 @@ def batch_loss(
             if spec.needs_ref
             else None
         )
+        r_w = per_example(data.reward)
+        r_l = per_example(data.reward_rejected) if data.reward_rejected is not None else None
+        if method == "pro" and cfg.pro_temperature == "logit" and r_l is not None:
+            if data.max_reward is None:
+                raise ValueError("PRO's logit temperature needs OfflineData.max_reward")
+            r_w, r_l = reward_logit(r_w, data.max_reward), reward_logit(r_l, data.max_reward)
         losses = pairwise_loss(
             method,
             logp_chosen=logp,
@@ -133,14 +161,24 @@ def batch_loss(
             mask_rejected=mask_r,
             ref_logp_chosen=ref,
             ref_logp_rejected=ref_r,
-            reward_chosen=per_example(data.reward),
-            reward_rejected=per_example(data.reward_rejected)
-            if data.reward_rejected is not None
-            else None,
+            reward_chosen=r_w,
+            reward_rejected=r_l,
             beta=cfg.dpo_beta,
             sft_weight=cfg.pro_sft_weight,
         )
-        return losses.mean(), None
+        stats = {}
+        if method.startswith("dpo"):
+            with torch.no_grad():
+                rw, rl = dpo_implicit_rewards(
+                    logp.float(), mask, logp_r.float(), mask_r,
+                    None if ref is None else ref.float(), None if ref_r is None else ref_r.float(),
+                    cfg.dpo_beta,
+                )  # fmt: skip
+            stats = {
+                "rewards_accuracy": float((rw > rl).float().mean()),
+                "rewards_margin": float((rw - rl).mean()),
+            }
+        return losses.mean(), stats
     advantage = per_example(data.advantage) if spec.needs_value else None
     losses = method_loss(
         method,
@@ -153,12 +191,12 @@ def batch_loss(
         kl_beta=cfg.kl_beta,
         gold_floor=cfg.gold_floor,
     )
-    fraction = None
+    stats = {}
     if spec.importance is not None:
-        fraction = clip_fraction(
+        stats["clip_fraction"] = clip_fraction(
             logp.detach(), ref, mask, cfg.clip, per_token=spec.importance == "token"
         )
-    return losses.mean(), fraction
+    return losses.mean(), stats
 
 
 PROBE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -176,17 +214,22 @@ def probe_indices(data: OfflineData, n: int) -> np.ndarray:
 
 @torch.no_grad()
 def probe_log_ratios(
-    model, data: OfflineData, indices: np.ndarray, pad_id: int, device="cpu", batch_size: int = 64
-) -> np.ndarray:
-    """log r = log pi_theta(y|x) - log pi_ref(y|x) of the pairs at `indices` (eval mode, no dropout)."""
+    model, data: OfflineData, indices: np.ndarray, pad_id: int, device="cpu", batch_size: int = 64,
+    rejected: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """log r = log pi_theta(y|x) - log pi_ref(y|x) of the pairs at `indices` (eval mode, no dropout);
+    `rejected`: of their rejected replies."""
+    encoded, ref_logp = (
+        (data.rejected, data.ref_logp_rejected) if rejected else (data.encoded, data.ref_logp)
+    )
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size].tolist()
-        batch = {k: v.to(device) for k, v in collate(data.encoded, chunk, pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate(encoded, chunk, pad_id).items()}
         logp, mask = policy_logprobs(model, batch)
-        ref = scatter_ref_logprobs([data.ref_logp[i].to(device) for i in chunk], mask)
+        ref = scatter_ref_logprobs([ref_logp[i].to(device) for i in chunk], mask)
         out.append(sequence_log_ratio(logp.float(), ref.float(), mask).cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0)
@@ -238,15 +281,16 @@ def train_offline(
     weights = sampling_weights(
         spec.sampler, reward=data.reward, advantage=data.advantage, num_examples=len(data.encoded)
     )
-    steps = cfg.steps
+    steps, eval_every = cfg.steps, cfg.eval_every
     if spec.scales_steps and cfg.scale_steps_by_leftover:
-        steps = scaled_step_budget(cfg.steps, leftover_fraction(data.advantage))
+        p = leftover_fraction(data.advantage)
+        steps, eval_every = scaled_step_budget(cfg.steps, p), scaled_step_budget(cfg.eval_every, p)
     global_size = cfg.batch_size * cfg.grad_accum * world
     model = prepare_for_training(copy.deepcopy(ref_model), cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     log, seen = [], set()
-    best_score, best_state = -float("inf"), None
+    best_score, best_state, kept_step = -float("inf"), None, None
     probe = (
         probe_indices(data, cfg.probe_pairs)
         if spec.needs_ref and data.ref_logp is not None
@@ -259,10 +303,9 @@ def train_offline(
             if initial_scores is not None
             else validate(accelerator.unwrap_model(model))
         )
-        best_score, best_state = (
-            scores["total"],
-            copy.deepcopy(accelerator.unwrap_model(model).state_dict()),
-        )
+        best_score = scores["total"]
+        if cfg.no_improvement == "keep_ref":
+            best_state, kept_step = copy.deepcopy(accelerator.unwrap_model(model).state_dict()), 0
         log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
     log_file = JsonlLog(None)
     if run_dir is not None and accelerator.is_main_process:
@@ -273,6 +316,7 @@ def train_offline(
                 {
                     "method": method,
                     "steps_run": steps,
+                    "eval_every_run": eval_every,
                     "processes": world,
                     "global_batch": global_size,
                     **asdict(cfg),
@@ -296,7 +340,7 @@ def train_offline(
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         model.train()  # validation decodes in eval mode
-        loss, fraction = _optimizer_step(
+        loss, stats = _optimizer_step(
             model, optimizer, accelerator, method, data, cfg, pad_id, global_batch
         )
         if not np.isfinite(loss):
@@ -309,20 +353,24 @@ def train_offline(
             "unique_examples_seen": len(seen),
             "seconds": round(time.time() - start, 2),
         }
-        if fraction is not None:
-            row["clip_fraction"] = round(fraction, 4)
-        if validate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == steps):
-            scores = validate(accelerator.unwrap_model(model))
+        row.update({k: round(v, 4) for k, v in stats.items()})
+        if validate is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            unwrapped = accelerator.unwrap_model(model)
+            scores = validate(unwrapped)
             row.update({f"val_{k}": v for k, v in scores.items()})
             if len(probe):
-                probe_log_r = probe_log_ratios(
-                    accelerator.unwrap_model(model), data, probe, pad_id, accelerator.device
-                )
+                probe_log_r = probe_log_ratios(unwrapped, data, probe, pad_id, accelerator.device)
                 row.update(probe_row(probe_log_r, cfg.clip))
+                if method == "dpo":
+                    row.update(
+                        dpo_probe_row(unwrapped, data, probe, probe_log_r, cfg, pad_id, accelerator)
+                    )
             bar.set_postfix(loss=row["loss"], val=round(scores["total"], 3))
-            if scores["total"] > best_score:
-                best_score = scores["total"]
-                best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+            last = step + 1 == steps and best_state is None  # keep_last: nothing beat pi_ref
+            if scores["total"] > best_score or last:
+                best_score = max(best_score, scores["total"])
+                best_state = copy.deepcopy(unwrapped.state_dict())
+                kept_step = step + 1
                 row["best"] = True
                 if (
                     probe_log_r is not None and log_file.path is not None
@@ -342,34 +390,46 @@ def train_offline(
     if best_state is not None:
         model.load_state_dict(best_state)
     finish_training(model, cfg)
+    if log:
+        log[-1]["kept_step"] = steps if kept_step is None else kept_step
     return model, log
+
+
+def dpo_probe_row(model, data, probe, log_r_chosen, cfg, pad_id, accelerator) -> dict:
+    """DPO's reward accuracy and margin on the fixed probe pairs (as TRL logs them at evaluation)."""
+    log_r_rejected = probe_log_ratios(model, data, probe, pad_id, accelerator.device, rejected=True)
+    r_w, r_l = cfg.dpo_beta * log_r_chosen, cfg.dpo_beta * log_r_rejected
+    return {
+        "probe_rewards_accuracy": round(float(np.mean(r_w > r_l)), 4),
+        "probe_rewards_margin": round(float(np.mean(r_w - r_l)), 4),
+    }
 
 
 def _optimizer_step(model, optimizer, accelerator, method, data, cfg, pad_id, global_batch):
     """One update on `global_batch`: this process's grad_accum micro-batches, gradients summed, then
     clipped and applied. Each micro-batch's mean loss is weighted len(micro) x processes / G, so the
-    update is that of the global batch's mean loss. Returns (that mean loss, mean clip fraction),
-    averaged over processes."""
+    update is that of the global batch's mean loss. Returns (that mean loss, the batch statistics of
+    `batch_loss` averaged over micro-batches and processes)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     micro = micro_batches(rank_slice(global_batch, rank, world).tolist(), 0, 1, cfg.grad_accum)
     optimizer.zero_grad(set_to_none=True)
-    sums = torch.zeros(
-        3, device=accelerator.device
-    )  # weighted loss, clip fraction sum, micro-batches with one
+    total, names, sums = 0.0, None, None
     for k, indices in enumerate(micro):
         sync = contextlib.nullcontext() if k == len(micro) - 1 else accelerator.no_sync(model)
         with sync:
             with accelerator.autocast():
-                mean_loss, fraction = batch_loss(
+                mean_loss, stats = batch_loss(
                     model, method, data, indices, cfg, pad_id, accelerator.device
                 )
                 loss = mean_loss * len(indices) * world / len(global_batch)
             accelerator.backward(loss)
-        sums += torch.tensor(
-            [loss.item(), fraction or 0.0, fraction is not None], device=accelerator.device
-        )
+        names = names or sorted(stats)  # the same keys for every micro-batch of a method
+        values = [loss.item(), *(stats[n] for n in names)]
+        step_sums = torch.tensor(values, device=accelerator.device, dtype=torch.float64)
+        sums = step_sums if sums is None else sums + step_sums
     accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     optimizer.step()
     sums = accelerator.reduce(sums, "sum")
-    fraction = float(sums[1] / sums[2]) if sums[2] > 0 else None
-    return float(sums[0]) / world, fraction
+    total = float(sums[0]) / world
+    count = len(micro) * world
+    return total, {n: float(sums[i + 1]) / count for i, n in enumerate(names)}

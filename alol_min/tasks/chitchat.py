@@ -27,7 +27,7 @@ import chitchat_dataset
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from alol_min.cache import dataset_digest, load_or_build
+from alol_min.cache import dataset_digest, load_or_build, source_digest
 from alol_min.tasks.base import DataReport, Task
 from alol_min.tasks.chitchat_reward import ChitchatReward, cross_fit_rewards
 
@@ -231,7 +231,11 @@ def chitchat_task(
     """chitchat: real dialogue; R = `ChitchatReward` (the same at training and test time), fit once
     on the training split (cached); the offline pairs' rewards are cross-fitted."""
     data, report = load_chitchat(data_cfg or ChitchatConfig())
+    source = source_digest(
+        "alol_min.rewards", "alol_min.tasks.chitchat_reward", "alol_min.tasks.relevance"
+    )
     inputs = {"task": "chitchat", "train": dataset_digest(data["train"]), "seed": seed}
+    inputs["source"] = source
 
     def build(folder: Path) -> None:
         reward, stats = ChitchatReward.build(

@@ -268,8 +268,9 @@ def load_hh_splits(
 
     test: the source's own test split when it has one (a folder with test.jsonl[.gz], or a hub
     name), else n_test rows held out of the training rows. validation: n_validation rows held out of
-    the training rows (the paper samples 280 dev prompts). Held-out rows are drawn with `seed`, and
-    n_test caps the test split either way.
+    the training rows (the paper samples 280 dev prompts). Held-out rows are drawn with `seed`
+    from all subsets, and n_test caps the test split either way: a source's own test split is
+    sampled (seeded, across its subsets), never cut to its first rows, which are one subset's.
     """
 
     train, report = load_hh_rlhf(source, split="train", max_rows=max_rows)
@@ -296,9 +297,10 @@ def load_hh_splits(
     if test is None:
         test = train.select(sorted(order[n_validation:held]))
     train = train.select(sorted(order[held:]))
-    splits = DatasetDict(
-        train=train, validation=validation, test=test.select(range(min(n_test, len(test))))
-    )
+    if len(test) > n_test:
+        test_order = np.random.default_rng([seed, 1]).permutation(len(test))[:n_test]
+        test = test.select(sorted(test_order.tolist()))
+    splits = DatasetDict(train=train, validation=validation, test=test)
     report.notes.update(split_overlap(splits))
     if verbose:
         print(

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
 
-from alol_min.cache import dataset_digest, load_or_build
+from alol_min.cache import dataset_digest, load_or_build, source_digest
 from alol_min.lm.batching import length_buckets
 from alol_min.lm.models import train_tokenizer
 
@@ -265,6 +265,7 @@ def bradley_terry_reward(
         "task": task,
         "train": dataset_digest(rm_pairs, ("prompt", "chosen", "rejected")),
         "seed": seed,
+        "source": source_digest("alol_min.rewards", "alol_min.tasks.preference"),
     }
     if steps is not None:
         inputs["steps"] = steps

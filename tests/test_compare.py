@@ -1,0 +1,123 @@
+"""A run against the reference, provenance diffs, and the diversity claim, on hand-written folders."""
+
+import csv
+import json
+
+import numpy as np
+
+from alol_min.run.compare import DIFFERS, NO_REFERENCE, WITHIN, compare, comparison_markdown
+from alol_min.run.provenance import (
+    OUTPUT_ONLY,
+    differences,
+    package_sources,
+    reuse,
+    run_provenance,
+    shared_key,
+)
+from alol_min.run.scorecard import FAILS, HOLDS, MISSING, diversity
+
+
+def _folder(path, totals: dict, deterministic=True, noise=None, provenance=None):
+    (path / "runs").mkdir(parents=True)
+    rows = [
+        {"method": m, "seed": s, "total": t} for m, ts in totals.items() for s, t in enumerate(ts)
+    ]
+    with open(path / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["method", "seed", "total"])
+        writer.writeheader()
+        writer.writerows(rows)
+    decoding = "beam" if deterministic else "top-p"
+    (path / "protocol.json").write_text(
+        json.dumps({"decoding": decoding, "deterministic": deterministic})
+    )
+    if noise is not None:
+        (path / "decoding_noise.json").write_text(json.dumps({"decoding": decoding, "sd": noise}))
+    for method, prov in (provenance or {}).items():
+        (path / "runs" / f"{method}-s0").mkdir()
+        (path / "runs" / f"{method}-s0" / "provenance.json").write_text(json.dumps(prov))
+
+
+def test_verdict_is_within_two_seed_sds_or_the_decoding_noise(tmp_path):
+    ref = {"pi_ref": [3.0], "nll": [3.0, 3.02, 3.04], "a_lol": [3.2, 3.21, 3.22], "dpo": [3.1]}
+    _folder(tmp_path / "ref", ref)
+    _folder(tmp_path / "mine", {"pi_ref": [3.0], "nll": [3.05], "a_lol": [3.10], "pro": [3.0],
+                                "dpo": [3.1001]})  # fmt: skip
+    rows = {r["method"]: r for r in compare(tmp_path / "mine", tmp_path / "ref")}
+    assert rows["nll"]["verdict"] == WITHIN  # 0.03 from the mean, 2 sd = 0.04
+    assert rows["a_lol"]["verdict"] == DIFFERS and np.isclose(rows["a_lol"]["gap"], -0.11)
+    assert rows["pro"]["verdict"] == NO_REFERENCE
+    assert rows["dpo"]["verdict"] == DIFFERS  # one reference seed, beam search: no tolerance
+    assert rows["pi_ref"]["verdict"] == WITHIN and rows["pi_ref"]["noise"] == 0.0
+    table = comparison_markdown(list(rows.values()), tmp_path / "ref")
+    assert "| A-LoL | 3.100 | 3.210 ± 0.010 (3) | 0.000 | differs (-0.110) |" in table
+
+
+def test_sampled_reference_uses_its_decoding_noise(tmp_path):
+    _folder(tmp_path / "ref", {"nll": [3.0]}, deterministic=False, noise=0.02)
+    _folder(tmp_path / "mine", {"nll": [3.03]}, deterministic=False)
+    (row,) = compare(tmp_path / "mine", tmp_path / "ref")
+    assert row["noise"] == 0.02 and row["verdict"] == WITHIN
+
+
+def test_comparison_names_what_the_runs_were_made_from(tmp_path):
+    base = run_provenance("a_lol", 0, {"offline": {"lr": 3e-4}}, {"offline": "k1"},
+                          {"alol_min.losses": "aa", "alol_min.values": "bb"})  # fmt: skip
+    edited = json.loads(json.dumps(base))
+    edited["source"]["alol_min.losses"] = "cc"
+    edited["config"]["offline"]["lr"] = 1e-2
+    _folder(tmp_path / "ref", {"a_lol": [3.2]}, provenance={"a_lol": base})
+    _folder(tmp_path / "mine", {"a_lol": [3.0]}, provenance={"a_lol": edited})
+    (row,) = compare(tmp_path / "mine", tmp_path / "ref")
+    assert row["made_from"] == "config offline.lr 0.0003 -> 0.01; source losses"
+
+
+def test_provenance_decides_reuse_and_the_shared_part(tmp_path):
+    prov = run_provenance(
+        "nll", 0, {"n_test": 500}, {"offline": "k1", "rejected": "r1"}, {"m": "1"}
+    )
+    assert reuse(tmp_path / "nll-s0", prov) == (False, "new")
+    (tmp_path / "nll-s0").mkdir()
+    (tmp_path / "nll-s0" / "provenance.json").write_text(json.dumps(prov))
+    assert reuse(tmp_path / "nll-s0", prov) == (False, "not finished")
+    (tmp_path / "nll-s0" / "test.json").write_text("{}")
+    assert reuse(tmp_path / "nll-s0", prov) == (True, "")
+    other = json.loads(json.dumps(prov))
+    other["inputs"]["offline"] = "k2"
+    assert reuse(tmp_path / "nll-s0", other) == (False, "inputs offline")
+    # the shared part ignores the run's method, seed and rejected replies, not its inputs
+    seed1 = run_provenance("dpo", 1, {"n_test": 500}, {"offline": "k1"}, {"m": "1"})
+    assert shared_key(seed1) == shared_key(prov) != shared_key(other)
+    assert differences(None, prov) == ["no provenance recorded"]
+
+
+def test_package_sources_cover_every_module_but_the_output_only_ones():
+    sources = package_sources()
+    assert {"alol_min.losses", "alol_min.values", "alol_min.run.train", "alol_min.tasks"} <= set(
+        sources
+    )
+    assert not set(OUTPUT_ONLY) & set(sources)
+    assert all(len(digest) == 16 for digest in sources.values())
+
+
+def _methods(values: dict) -> dict:
+    """{method: {"distinct_1": array, ...}} as the scorecard reads summary.csv."""
+    return {m: {k: np.array([v]) for k, v in metrics.items()} for m, metrics in values.items()}
+
+
+def test_diversity_claim_names_every_baseline_it_beat_or_lost_to():
+    base = {"distinct_1": 0.1, "distinct_2": 0.3, "distinct_3": 0.5, "length": 10.0}
+    m = {b: dict(base) for b in ("nll", "wbc", "r_gold", "r_lol", "dpo", "pro")}
+    m["a_lol"] = {**base, "distinct_1": 0.2, "distinct_2": 0.4, "distinct_3": 0.6}
+    m["a_lol_seq"] = {**base, "distinct_1": 0.05}
+    verdict, evidence = diversity(_methods(m), "greedy")
+    assert verdict == HOLDS and evidence.startswith("greedy decoding")
+    assert "distinct-2: a_lol 0.400 beats nll, wbc, r_gold, r_lol, dpo, pro" in evidence
+    m["dpo"]["distinct_3"] = 0.7
+    verdict, evidence = diversity(_methods(m), "beam")
+    assert (
+        verdict == FAILS
+        and "distinct-3: a_lol 0.600 beats nll, wbc, r_gold, r_lol, pro; loses to dpo 0.700"
+        in evidence
+    )
+    del m["pro"]
+    assert diversity(_methods(m), "beam") == (MISSING, "needs runs of pro")
