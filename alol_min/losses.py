@@ -244,8 +244,12 @@ def reward_logit(reward: Tensor, max_total: float, eps: float = 1e-4) -> Tensor:
 
     A reward given as R = sigmoid(s) (a Bradley-Terry or single-label reward model) is mapped back
     to its raw logit s, the scale on which the paper's code takes PRO's temperature T = s_0 - s_1.
-    A reward that is a sum of scores (chitchat) is mapped to the logit of its mean score.
+    A reward that is a sum of scores (chitchat) is mapped to the logit of its mean score. The
+    clamp bounds |s| by logit(1 - eps) = 9.2 at eps = 1e-4, so a saturated reward gives a large
+    but finite temperature.
     """
+    if not max_total > 0:
+        raise ValueError(f"reward_logit needs max_total > 0, got {max_total}")
     p = (reward / max_total).clamp(eps, 1.0 - eps)
     return torch.log(p) - torch.log1p(-p)
 

@@ -1,11 +1,15 @@
 """A run against the reference, provenance diffs, and the diversity claim, on hand-written folders."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 
+from alol_min import cli
 from alol_min.run.compare import DIFFERS, NO_REFERENCE, WITHIN, compare, comparison_markdown
+from alol_min.run.config import ConfigError, check_config, preset, second_view
 from alol_min.run.provenance import (
     OUTPUT_ONLY,
     differences,
@@ -121,3 +125,25 @@ def test_diversity_claim_names_every_baseline_it_beat_or_lost_to():
     )
     del m["pro"]
     assert diversity(_methods(m), "beam") == (MISSING, "needs runs of pro")
+
+
+def test_runs_under_another_decoding_are_not_comparable(tmp_path):
+    _folder(tmp_path / "ref", {"nll": [3.0, 3.1]}, deterministic=False)  # top-p
+    _folder(tmp_path / "mine", {"nll": [3.05]})  # beam
+    (row,) = compare(tmp_path / "mine", tmp_path / "ref")
+    assert row["verdict"] == "not comparable: decoding beam vs top-p"
+    (tmp_path / "ref" / "protocol.json").unlink()  # a reference that records no decoding
+    (row,) = compare(tmp_path / "mine", tmp_path / "ref")
+    assert row["verdict"] == "not comparable: decoding beam vs unrecorded"
+
+
+def test_decoding_options_resolve_and_refuse():
+    top_p = cli.reproduce_config(["--decoding", "top-p"])
+    assert second_view(top_p) == "beam"  # the task's preset decoding becomes the second view
+    assert second_view(cli.reproduce_config([])) == "top-p"
+    tiny = cli.reproduce_config(["--task", "tiny-hh"])
+    assert tiny.decoding == "greedy" and second_view(tiny) == "top-p"
+    both = dataclasses.replace(preset(), write_reference=True, out_dir="elsewhere")
+    with pytest.raises(ConfigError, match="cannot go with --out-dir") as error:
+        check_config(both)
+    assert error.value.flag == "--write-reference"

@@ -15,8 +15,8 @@ from alol_min.tasks.chitchat import HIGH_RATED_FROM, LOW_RATED_BELOW, rating_poo
 from alol_min.tasks.tiny_hh import label_noise_pools
 
 
-def _write(task_dir, totals: dict, pi_ref=1.0):
-    """A results folder: summary.csv (method, seed, total, ...) and one log per run."""
+def _write(task_dir, totals: dict, pi_ref=1.0, lr=3e-4):
+    """A results folder: summary.csv (method, seed, total, ...), one log and provenance per run."""
     (task_dir / "runs").mkdir(parents=True)
     rows = [
         {
@@ -47,6 +47,8 @@ def _write(task_dir, totals: dict, pi_ref=1.0):
             run = task_dir / "runs" / f"{method}-s{seed}"
             run.mkdir()
             (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+            provenance = {"config": {"pool": task_dir.name, "offline": {"lr": lr}}, "source": {}}
+            (run / "provenance.json").write_text(json.dumps(provenance))
     with open(task_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -100,6 +102,15 @@ def test_noisy_claim_reads_the_sibling_rated_folders(tmp_path):
         clean_dir=tmp_path / "chitchat-low-rated",
     )
     assert _verdicts(swapped)[key] == FAILS
+
+
+def test_noisy_claim_refuses_folders_made_under_another_protocol(tmp_path):
+    _write(tmp_path / "chitchat", {"a_lol": [1.5, 1.5], "nll": [1.1, 1.1]})
+    _write(tmp_path / "chitchat-low-rated", {"a_lol": [1.4, 1.42], "nll": [0.9, 0.92]}, lr=1e-2)
+    claims = scorecard(tmp_path / "chitchat")
+    evidence = next(c["evidence"] for c in claims if c["claim"].startswith("robust to noisy data"))
+    assert _verdicts(claims)["robust to noisy data"] == MISSING
+    assert evidence.startswith("chitchat-low-rated made under another protocol")
 
 
 def test_noisy_figure_and_table(tmp_path):

@@ -27,6 +27,7 @@ from alol_min.run.plots import read_summary
 from alol_min.run.provenance import differences, read_provenance
 
 WITHIN, DIFFERS, NO_REFERENCE = "within noise", "differs", "no reference"
+NOT_COMPARABLE, NOISE_UNKNOWN = "not comparable", "noise unknown"
 
 
 def _totals(rows: list[dict]) -> dict[str, list[float]]:
@@ -37,32 +38,43 @@ def _totals(rows: list[dict]) -> dict[str, list[float]]:
     return out
 
 
+def protocol(task_dir: Path) -> dict:
+    """The folder's protocol.json (its test decoding and shared provenance key), {} if none."""
+    path = Path(task_dir) / "protocol.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def decoding_noise_sd(task_dir: Path) -> float:
-    """The sd in `decoding_noise.json` when it was measured under the decoding the tables use; 0 when
-    that decoding is deterministic; nan when unknown."""
-    protocol = _protocol(task_dir)
-    if protocol.get("deterministic"):
+    """The sd in `decoding_noise.json` when it was measured for this folder's runs under the decoding
+    its tables use; 0 when that decoding is deterministic; nan when unknown."""
+    made = protocol(task_dir)
+    if made.get("deterministic"):
         return 0.0
     path = Path(task_dir) / "decoding_noise.json"
     if not path.exists():
         return float("nan")
     noise = json.loads(path.read_text())
-    same = noise.get("decoding", protocol.get("decoding")) == protocol.get("decoding")
+    same = noise.get("decoding") == made.get("decoding") and noise.get("shared_key") == made.get(
+        "shared_key"
+    )
     return float(noise["sd"]) if same else float("nan")
 
 
-def _protocol(task_dir: Path) -> dict:
-    path = Path(task_dir) / "protocol.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def compare(run_dir: Path, reference_dir: Path) -> list[dict]:
-    """One row per method of `run_dir`'s summary (pi_ref first): see the module docstring."""
+    """One row per method of `run_dir`'s summary (pi_ref first): see the module docstring. When the
+    two folders were tested under different decodings (or the reference records none), every row is
+    "not comparable"; with a sampled decoding, one reference seed and no measured decoding noise,
+    "noise unknown"."""
     run_dir, reference_dir = Path(run_dir), Path(reference_dir)
     mine = _totals(read_summary(run_dir))
     has_reference = (reference_dir / "summary.csv").exists()
     theirs = _totals(read_summary(reference_dir)) if has_reference else {}
     noise = decoding_noise_sd(reference_dir) if has_reference else float("nan")
+    decoding = (protocol(run_dir).get("decoding"), protocol(reference_dir).get("decoding"))
+    listed = {
+        "mine": _listed(run_dir),
+        "theirs": _listed(reference_dir) if has_reference else set(),
+    }
     rows = []
     for method, values in mine.items():
         row = {
@@ -70,15 +82,21 @@ def compare(run_dir: Path, reference_dir: Path) -> list[dict]:
             "label": METHODS[method].label if method in METHODS else method,
             "this": float(np.mean(values)),
             "seeds": len(values),
+            "made_from": "",
         }
         ref = theirs.get(method)
         if not ref:
-            rows.append({**row, "verdict": NO_REFERENCE, "made_from": ""})
+            rows.append({**row, "verdict": NO_REFERENCE})
             continue
         sd = float(np.std(ref, ddof=1)) if len(ref) > 1 else 0.0
-        tolerance = 2 * max(sd, 0.0 if np.isnan(noise) else noise)
         gap = row["this"] - float(np.mean(ref))
-        verdict = WITHIN if abs(gap) <= tolerance + 5e-5 else DIFFERS  # totals are rounded to 4 dp
+        if decoding[0] != decoding[1]:
+            verdict = f"{NOT_COMPARABLE}: decoding {decoding[0]} vs {decoding[1] or 'unrecorded'}"
+        elif np.isnan(noise) and len(ref) < 2:
+            verdict = NOISE_UNKNOWN
+        else:
+            tolerance = 2 * max(sd, 0.0 if np.isnan(noise) else noise)
+            verdict = WITHIN if abs(gap) <= tolerance + 5e-5 else DIFFERS  # totals: 4 decimals
         rows.append(
             {
                 **row,
@@ -88,27 +106,32 @@ def compare(run_dir: Path, reference_dir: Path) -> list[dict]:
                 "noise": noise,
                 "gap": gap,
                 "verdict": verdict,
-                "made_from": _made_from(run_dir, reference_dir, method),
+                "made_from": _made_from(run_dir, reference_dir, method, listed),
             }
         )
     return rows
 
 
-def _made_from(run_dir: Path, reference_dir: Path, method: str) -> str:
-    """What differs between this run's first seed and the reference's first seed of `method`."""
+def _listed(task_dir: Path) -> set[str]:
+    return {f"{r['method']}-s{r['seed']}" for r in read_summary(task_dir)}
+
+
+def _made_from(run_dir: Path, reference_dir: Path, method: str, listed: dict) -> str:
+    """What differs between this run's first seed and the reference's first seed of `method` (runs
+    listed in each summary only)."""
     if method == "pi_ref":
         return ""
-    mine = sorted((run_dir / "runs").glob(f"{method}-s*/provenance.json"))
-    theirs = sorted((reference_dir / "runs").glob(f"{method}-s*/provenance.json"))
-    if not mine or not theirs:
-        return "no provenance to compare"
-    a, b = read_provenance(theirs[0].parent), read_provenance(mine[0].parent)
+    found = []
+    for folder, key in ((reference_dir, "theirs"), (run_dir, "mine")):
+        names = sorted(n for n in listed[key] if n.rsplit("-s", 1)[0] == method)
+        found.append(read_provenance(folder / "runs" / names[0]) if names else None)
+    a, b = found
     if a is None or b is None:
         return "no provenance to compare"
     for part in (a, b):
         part.pop("run", None)  # seeds may differ; a run's seed is not a difference of protocol
-    found = differences(a, b)
-    return "; ".join(found) if found else "the same settings, inputs and code"
+    diff = differences(a, b)
+    return "; ".join(diff) if diff else "the same settings, inputs and code"
 
 
 def comparison_markdown(rows: list[dict], reference_dir: Path) -> str:
@@ -119,7 +142,7 @@ def comparison_markdown(rows: list[dict], reference_dir: Path) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r["verdict"] == NO_REFERENCE:
+        if "reference" not in r:
             lines.append(f"| {r['label']} | {r['this']:.3f} | (none) | | {r['verdict']} | |")
             continue
         noise = "unknown" if np.isnan(r["noise"]) else f"{r['noise']:.3f}"

@@ -98,16 +98,17 @@ class ReproduceConfig:
     """Validation and test decoding: beam (2 beams, repetition penalty 2.5: the paper's Reddit
     setting, chitchat's default), greedy (the paper's HHA setting, tiny-hh's and hh-rlhf's
     default) or top-p (seeded nucleus sampling, p 0.9)."""
-    second_view: Literal["top-p", "greedy", "beam", "none"] = "top-p"
+    second_view: Literal["auto", "top-p", "greedy", "beam", "none"] = "auto"
     """A second test decoding of every run (summary-<view>.csv beside summary.csv): the same
-    checkpoints seen under another decoding; none to skip it."""
+    checkpoints seen under another decoding; auto: top-p, or the task's preset decoding when
+    --decoding is top-p; none to skip it."""
     pool: Literal["all", "low-rated", "high-rated"] = "all"
     """Offline training pairs: all, or only low- / high-quality ones (chitchat: the conversations'
     human ratings; tiny-hh: label-noise / clean pairs), the noisy-data experiment; results then go
     to <out-dir>/<task>-<pool>/."""
     decoding_seeds: int = 1
-    """pi_ref's test reward is measured under this many decoding seeds (>= 2: the decoding noise,
-    which only a sampling --eval-decode has)."""
+    """pi_ref's test reward is measured under this many sampling seeds (>= 2: the decoding noise of
+    the test decoding that samples, --decoding or --second-view top-p; greedy and beam have none)."""
     prepare_only: bool = False
     """Stop after pi_ref, the reward, V_ref and the advantages (cached): run this once before
     `accelerate launch`."""
@@ -283,8 +284,22 @@ def _check_decoding(cfg: ReproduceConfig) -> None:
         raise ConfigError("--second-view", f"is the same decoding as --decoding {cfg.decoding}")
 
 
+def second_view(cfg: ReproduceConfig) -> str:
+    """The second test decoding, "auto" resolved: top-p, or the preset's decoding under top-p."""
+    if cfg.second_view != "auto":
+        return cfg.second_view
+    if cfg.decoding != "top-p":
+        return "top-p"
+    fallback = preset(cfg.preset, cfg.task).decoding
+    return fallback if fallback != "top-p" else "none"
+
+
 def _check_folders(cfg: ReproduceConfig) -> None:
     """A run writes into the committed reference only when asked to (--write-reference)."""
+    if cfg.write_reference and cfg.out_dir != preset(cfg.preset, cfg.task).out_dir:
+        raise ConfigError(
+            "--write-reference", "writes into --reference-dir; it cannot go with --out-dir"
+        )
     if not cfg.write_reference and Path(cfg.out_dir).resolve() == Path(cfg.reference_dir).resolve():
         raise ConfigError(
             "--out-dir",

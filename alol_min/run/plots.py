@@ -60,7 +60,7 @@ def read_summary(task_dir: Path, name: str = "summary.csv") -> list[dict]:
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per method: mean +- std over seeds of every numeric column (reward components first)."""
     skip = {"method", "seed", "steps", "examples_seen", "kept_step"}
-    metrics = [k for k in rows[0] if k not in skip]
+    metrics = [k for k in rows[0] if k not in skip and not k.endswith("/n")]
     metrics = [m for m in metrics if m not in TABLE_METRICS] + [
         m for m in TABLE_METRICS if m in metrics
     ]

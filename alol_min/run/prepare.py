@@ -185,8 +185,12 @@ def advantage_summary(reward_total: np.ndarray, value: np.ndarray) -> dict:
     }
 
 
-VALUE_SOURCE = ("alol_min.values", "alol_min.advantage", "alol_min.run.prepare")
-"""The modules whose source is part of the V_ref / advantage cache key."""
+VALUE_SOURCE = (
+    "alol_min.values", "alol_min.advantage", "alol_min.run.prepare", "alol_min.lm.generation",
+    "alol_min.lm.batching", "alol_min.extensions.neighbour_value",
+)  # fmt: skip
+"""The modules whose source is part of the V_ref / advantage / rejected-replies cache keys (the
+reward's own code is in the reward's key, which these keys name)."""
 
 
 def prepare_offline(
@@ -219,6 +223,7 @@ def prepare_offline(
         "pi_ref": str(ref_folder.name),
         "pool": dataset_digest(pool),
         "reward": reward_key,
+        "reward_cache": getattr(task.train_reward, "cache_key", None),
         "n_offline": cfg.n_offline,
         "value": config_inputs(cfg.value),
         "decode": asdict(cfg.decode),
@@ -282,7 +287,9 @@ def prepare_offline(
             "task": cfg.task,
             "pi_ref": str(ref_folder.name),
             "reward": reward_key,
+            "reward_cache": getattr(task.train_reward, "cache_key", None),
             "pairs": cache_key({"p": list(train["prompt"]), "r": list(rejected_responses)}),
+            "source": source_digest(*VALUE_SOURCE),
         }
         rej_folder = load_or_build(f"offline-rejected-{cfg.task}", rej_inputs, build_rejected)
         arrays["reward_rejected"] = np.load(rej_folder / "rejected.npz")["reward_rejected"]

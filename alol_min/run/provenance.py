@@ -28,11 +28,13 @@ OUTPUT_ONLY = (
     "alol_min.cli",
     "alol_min.notebook",
     "alol_min.run.compare",
+    "alol_min.run.config",
     "alol_min.run.plots",
     "alol_min.run.provenance",
     "alol_min.run.scorecard",
 )
-"""Modules that only parse flags, draw, compare or report: editing them never retrains a run."""
+"""Modules that only parse flags, draw, compare or report, and the config module, whose every
+value a run uses is recorded in the "config" part: editing them never retrains a run by itself."""
 
 NOT_CONFIG = (
     "preset", "methods", "seeds", "decoding_seeds", "prepare_only", "out_dir", "figures_dir",

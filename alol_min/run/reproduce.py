@@ -29,7 +29,7 @@ from alol_min.lm.generation import DecodeConfig, with_decoding
 from alol_min.lm.reference import pretrained_reference, reference_metrics, reference_policy
 from alol_min.losses import METHODS, method_spec
 from alol_min.run.compare import compare, comparison_markdown
-from alol_min.run.config import ReproduceConfig, check_config
+from alol_min.run.config import ReproduceConfig, check_config, second_view
 from alol_min.run.evaluate import evaluate_policy, scores_by_group
 from alol_min.run.plots import plot_all, plot_noisy
 from alol_min.run.prepare import prepare_offline
@@ -254,6 +254,7 @@ def resolved(cfg: ReproduceConfig, model_cfg) -> ReproduceConfig:
             tokens = model_cfg.max_response_tokens
             setattr(cfg, name, dataclasses.replace(decode, max_new_tokens=tokens))
     cfg.eval_decode = with_decoding(cfg.eval_decode, cfg.decoding)
+    cfg.second_view = second_view(cfg)
     if cfg.write_reference:
         cfg.out_dir = cfg.reference_dir
         cfg.figures_dir = cfg.figures_dir or "figures"

@@ -9,13 +9,14 @@ A verdict is "holds", "does not hold", or "not measured" (the runs it needs are 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from alol_min.run.compare import protocol as read_protocol
 from alol_min.run.plots import read_logs, read_summary
+from alol_min.run.provenance import read_provenance
 
 HOLDS, FAILS, MISSING = "holds", "does not hold", "not measured"
 
@@ -53,9 +54,21 @@ FAMILY = ("a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
 BASELINES = ("nll", "wbc", "r_gold", "r_lol", "dpo", "pro")
 
 
-def _protocol(task_dir: Path) -> dict:
-    path = Path(task_dir) / "protocol.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def _provenance(task_dir: Path) -> dict | None:
+    """The provenance of the first run that the folder's summary lists (None: none recorded)."""
+    for row in read_summary(task_dir):
+        if row["method"] != "pi_ref":
+            return read_provenance(Path(task_dir) / "runs" / f"{row['method']}-s{row['seed']}")
+    return None
+
+
+def same_protocol(a: Path, b: Path) -> bool:
+    """Were two folders' runs made with the same settings (the pool aside) and the same code?"""
+    pa, pb = _provenance(a), _provenance(b)
+    if pa is None or pb is None:
+        return False
+    config = [{k: v for k, v in p["config"].items() if k != "pool"} for p in (pa, pb)]
+    return config[0] == config[1] and pa["source"] == pb["source"]
 
 
 def diversity(m: dict, decoding: str) -> tuple[str, str]:
@@ -122,7 +135,15 @@ def scorecard(
     noisy_claim = (
         "robust to noisy data: A-LoL's gap over NLL is positive and larger on low-rated data"
     )
-    if (noisy_dir / "summary.csv").exists():
+    mismatch = [
+        d.name
+        for d in (noisy_dir, clean_dir)
+        if (d / "summary.csv").exists() and not same_protocol(task_dir, d)
+    ]
+    if mismatch:
+        add(noisy_claim, (MISSING, f"{', '.join(mismatch)} made under another protocol than "
+                          f"{task_dir.name} (settings other than the pool, or code)"))  # fmt: skip
+    elif (noisy_dir / "summary.csv").exists():
         low = _by_method(read_summary(noisy_dir))
         clean, clean_name = (
             (_by_method(read_summary(clean_dir)), "high-rated")
@@ -189,7 +210,7 @@ def scorecard(
             "A-LoL is stable over seeds (seed sd no larger than the median method's)",
             (MISSING, "needs >= 2 seeds"),
         )
-    protocol = _protocol(task_dir)
+    protocol = read_protocol(task_dir)
     views = [(protocol.get("decoding", "unknown"), m)]
     second = protocol.get("second_view", "none")
     if second != "none" and (task_dir / f"summary-{second}.csv").exists():
@@ -211,7 +232,9 @@ def scorecard(
             "examples_seen",
             "kept_step",
         }
-        components = [c for c in m["a_lol"] if c not in skip and c in m["nll"]]
+        components = [  # the reward's parts ("<subset>/total" of hh-rlhf is not one)
+            c for c in m["a_lol"] if c not in skip and "/" not in c and c in m["nll"]
+        ]
         up = [c for c in components if m["a_lol"][c].mean() > m["nll"][c].mean()]
         add(
             "several reward components improve together (A-LoL over NLL)",

@@ -88,7 +88,8 @@ class OfflineConfig:
     """Run the methods that sample only leftovers for int(steps * p) steps, validating every
     int(eval_every * p), as the paper's trainer."""
     eval_every: int = 50
-    """Validation every this many steps (and at the end)."""
+    """Validation every this many steps (int(eval_every * p) for the leftover samplers) and at the
+    end."""
     no_improvement: Literal["keep_ref", "keep_last"] = "keep_ref"
     """The checkpoint kept when no validation beats pi_ref's: keep_ref (default) treats pi_ref as
     one of the candidates of model selection, so a run that never improved on it reports pi_ref,
@@ -259,8 +260,11 @@ def train_offline(
 ):
     """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
 
-    `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps and at the end;
-    the best model by validation total is returned (pi_ref's own score is the first bar to beat).
+    `validate(model) -> dict` (with a "total" key) is called every `eval_every` steps (scaled by the
+    leftover fraction for the leftover samplers) and at the end; the best model by validation total
+    is returned. pi_ref's own score is the first bar to beat; when nothing beats it,
+    `cfg.no_improvement` returns pi_ref (keep_ref) or the last step (keep_last), and the last log row
+    records the kept checkpoint's step as "kept_step".
     `initial_scores`: pi_ref's `validate` scores when the caller already has them (they are the same
     for every run), logged as step 0 instead of validating pi_ref again.
     Under several processes every process validates (the same numbers) and only the main one writes

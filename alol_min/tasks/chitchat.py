@@ -246,6 +246,7 @@ def chitchat_task(
 
     folder = load_or_build("reward-chitchat", inputs, build, verbose=verbose)
     reward = ChitchatReward.load(folder)
+    reward.cache_key = folder.name  # what the offline set's cache key names the reward by
     stats = json.loads((folder / "stats.json").read_text())
     return Task(
         "chitchat", data, report, reward, reward, stats, data["train"],

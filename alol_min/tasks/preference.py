@@ -289,4 +289,6 @@ def bradley_terry_reward(
         (folder / "stats.json").write_text(json.dumps(stats, indent=1, default=float))
 
     folder = load_or_build(f"reward-{task}", inputs, build, verbose=verbose)
-    return PreferenceReward.load(folder), json.loads((folder / "stats.json").read_text())
+    reward = PreferenceReward.load(folder)
+    reward.cache_key = folder.name  # what the offline set's cache key names the reward by
+    return reward, json.loads((folder / "stats.json").read_text())
