@@ -5,13 +5,12 @@ score it: the evidence for each task's default decoding.
 
 For each of beam (2 beams, repetition penalty 2.5), greedy, greedy with repetition penalty 2.5 and
 top-p 0.9: the test reward (every component), mean length in words, distinct-1/2/3, the share of
-replies that repeat a word 3 times in a row, the share of distinct replies, the seconds taken, and
+replies that repeat a word 3-gram, the share of distinct replies, the seconds taken, and
 the first replies. pi_ref and the reward come from the cache that `reproduce` builds.
 """
 
 import argparse
 import json
-import re
 import time
 from dataclasses import replace
 
@@ -21,7 +20,12 @@ from alol_min.run.config import preset
 from alol_min.run.evaluate import evaluate_policy
 from alol_min.tasks import load_task
 
-STUTTER = re.compile(r"\b(\w+)(?:\s+\1\b){2,}", re.IGNORECASE)
+
+def repeats_a_trigram(text: str) -> bool:
+    """Does the reply contain some word 3-gram twice ("I'm not sure I'm not sure")?"""
+    words = text.lower().split()
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return len(grams) != len(set(grams))
 
 
 def decodings(max_new_tokens: int) -> dict[str, DecodeConfig]:
@@ -51,15 +55,16 @@ def main() -> None:
     )
     prompts = task.data["test"]["prompt"][: args.prompts]
     out = {"task": args.task, "policy": "pi_ref", "prompts": len(prompts), "decodings": {}}
-    for name, decode in decodings(model_cfg.max_response_tokens).items():
+    length = cfg.eval_decode.max_new_tokens or model_cfg.max_response_tokens  # as `reproduce` tests
+    out["max_new_tokens"] = length
+    for name, decode in decodings(length).items():
         start = time.time()
         scores, responses = evaluate_policy(
             model, tokenizer, prompts, task.test_reward, decode, model_cfg.max_prompt_tokens
         )
         row = {k: round(v, 4) for k, v in scores.items()}
-        row["stutter_share"] = round(
-            sum(bool(STUTTER.search(r)) for r in responses) / len(responses), 4
-        )
+        repeats = sum(repeats_a_trigram(r) for r in responses)
+        row["repeated_trigram_share"] = round(repeats / len(responses), 4)
         row["unique_reply_share"] = round(len(set(responses)) / len(responses), 4)
         row["seconds"] = round(time.time() - start, 1)
         row["samples"] = [
@@ -69,7 +74,7 @@ def main() -> None:
         out["decodings"][name] = row
         print(f"{name:32s} total {row['total']:.3f}  length {row['length']:.1f}  "
               f"distinct-2 {row['distinct_2']:.3f}  unique {row['unique_reply_share']:.2f}  "
-              f"stutter {row['stutter_share']:.2f}  {row['seconds']} s")  # fmt: skip
+              f"repeated 3-gram {row['repeated_trigram_share']:.2f}  {row['seconds']} s")  # fmt: skip
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(out, handle, indent=1, ensure_ascii=False)

@@ -2,11 +2,13 @@ import gzip
 import json
 import time
 
+import numpy as np
 import pytest
 
 from alol_min.lm.hh_format import PAPER_SYSTEM_LINE, format_prompt, oasst_format, render, turns
 from alol_min.lm.hub import HubUnavailableError
-from alol_min.tasks.hh_rlhf import load_hh_rlhf
+from alol_min.run.evaluate import scores_by_group
+from alol_min.tasks.hh_rlhf import load_hh_rlhf, load_hh_splits
 
 SINGLE = {
     "chosen": "\n\nHuman: What is a roux?\n\nAssistant: A roux is flour cooked in butter.",
@@ -181,3 +183,34 @@ def test_hub_name_offline_fails_fast_with_a_clear_message(monkeypatch):
     assert time.perf_counter() - start < 5
     with pytest.raises(FileNotFoundError):
         load_hh_rlhf("/no/such/folder/train.jsonl")
+
+
+def _pair(i: int, subset: str) -> dict:
+    prompt = f"\n\nHuman: {subset} question {i}?\n\nAssistant:"
+    return {"chosen": prompt + f" Answer {i}.", "rejected": prompt + f" No {i}."}
+
+
+def test_test_split_is_sampled_across_subsets_and_scored_per_subset(tmp_path):
+    """A source's own test split is sampled (seeded) across its subsets, never cut to its first
+    rows (one subset's); scores_by_group gives each subset's total."""
+    for subset in ("harmless-base", "helpful-base"):
+        (tmp_path / subset).mkdir()
+        write_jsonl(tmp_path / subset / "train.jsonl", [_pair(i, subset) for i in range(40)])
+        write_jsonl(tmp_path / subset / "test.jsonl", [_pair(100 + i, subset) for i in range(30)])
+    splits, _ = load_hh_splits(tmp_path, n_validation=10, n_test=20, seed=0)
+    test_subsets = splits["test"]["subset"]
+    assert len(test_subsets) == 20 and set(test_subsets) == {"harmless-base", "helpful-base"}
+    assert set(splits["validation"]["subset"]) == {"harmless-base", "helpful-base"}
+    again, _ = load_hh_splits(tmp_path, n_validation=10, n_test=20, seed=0)
+    assert again["test"]["prompt"] == splits["test"]["prompt"]  # seeded
+    other, _ = load_hh_splits(tmp_path, n_validation=10, n_test=20, seed=1)
+    assert other["test"]["prompt"] != splits["test"]["prompt"]
+
+    def reward(prompts, responses):
+        return {"total": np.array([1.0 if "harmless" in p else 0.0 for p in prompts])}
+
+    prompts = list(splits["test"]["prompt"])
+    by_subset = scores_by_group(prompts, ["r"] * len(prompts), reward, test_subsets)
+    assert by_subset["harmless-base/total"] == 1.0 and by_subset["helpful-base/total"] == 0.0
+    assert by_subset["harmless-base/n"] + by_subset["helpful-base/n"] == 20
+    assert scores_by_group(prompts, ["r"] * len(prompts), reward, ["one"] * len(prompts)) == {}

@@ -140,7 +140,12 @@ def scorecard(
         for d in (noisy_dir, clean_dir)
         if (d / "summary.csv").exists() and not same_protocol(task_dir, d)
     ]
-    if mismatch:
+    unrecorded = [d.name for d in (task_dir, noisy_dir, clean_dir) if (d / "summary.csv").exists()
+                  and _provenance(d) is None]  # fmt: skip
+    if unrecorded:
+        add(noisy_claim, (MISSING, f"no provenance recorded in {', '.join(unrecorded)}, so the "
+                          "folders cannot be shown to share a protocol"))  # fmt: skip
+    elif mismatch:
         add(noisy_claim, (MISSING, f"{', '.join(mismatch)} made under another protocol than "
                           f"{task_dir.name} (settings other than the pool, or code)"))  # fmt: skip
     elif (noisy_dir / "summary.csv").exists():
@@ -211,7 +216,7 @@ def scorecard(
             (MISSING, "needs >= 2 seeds"),
         )
     protocol = read_protocol(task_dir)
-    views = [(protocol.get("decoding", "unknown"), m)]
+    views = [(protocol.get("decoding", "unrecorded"), m)]
     second = protocol.get("second_view", "none")
     if second != "none" and (task_dir / f"summary-{second}.csv").exists():
         views.append((second, _by_method(read_summary(task_dir, f"summary-{second}.csv"))))
