@@ -15,6 +15,7 @@ clip(., 1 +- eps) the clamp of `importance.py`.
     a_lol_seq       A+ * sum_t sg[clip(rho_t)] * l_t
     a_lol_kl        A+ * NLL_theta + beta * (log pi_theta(y|x) - log pi_ref(y|x))
     dpo, dpo_ref_free, pro      pairwise: see `pairwise_loss`
+    ppo             online, the paper's contrast: its clipped surrogate is in `ppo.py`
 
 Ablations (docs/method.md §11, claims 3-4), registered in METHODS with ablation=True:
     a_lol_no_clamp     A * sg[clip(r)] * NLL_theta with A allowed negative, sampled uniformly:
@@ -70,6 +71,12 @@ class MethodSpec:
     int(eval_every * p), p = leftover fraction (the paper's budget for every such sampler)."""
     ablation: bool = False
     """Not a method of the paper's tables; a variant for an ablation (docs/method.md)."""
+    rewards_per_pair: int = 0
+    """Rewards the method reads per training pair (0: none, as NLL and DPO; 2: the chosen and
+    the rejected reply's, as PRO): the reward calls its training set costs."""
+    online: bool = False
+    """Samples its own responses during training (PPO, `ppo.train_ppo`), so it has no offline
+    loss here."""
 
 
 def _m(name, label, sampler, ref, value, **kw):
@@ -80,19 +87,24 @@ METHODS: dict[str, MethodSpec] = {
     m.name: m
     for m in [
         _m("nll", "NLL", "uniform", False, False),
-        _m("wbc", "wBC", "reward", False, False),
-        _m("r_gold", "R-GOLD", "reward", False, False),
-        _m("r_lol", "R-LoL", "reward", True, False, importance="sequence"),
-        _m("a_lol", "A-LoL", "advantage", True, True, importance="sequence", scales_steps=True),
-        _m("a_lol_ref_free", "A-LoL ref-free", "advantage", False, True, scales_steps=True),
-        _m("a_lol_seq", "A-LoL seq", "advantage", True, True, importance="token", scales_steps=True),
-        _m("a_lol_kl", "A-LoL KL", "advantage", True, True, scales_steps=True),
+        _m("wbc", "wBC", "reward", False, False, rewards_per_pair=1),
+        _m("r_gold", "R-GOLD", "reward", False, False, rewards_per_pair=1),
+        _m("r_lol", "R-LoL", "reward", True, False, importance="sequence", rewards_per_pair=1),
+        _m("a_lol", "A-LoL", "advantage", True, True, importance="sequence", scales_steps=True,
+           rewards_per_pair=1),
+        _m("a_lol_ref_free", "A-LoL ref-free", "advantage", False, True, scales_steps=True,
+           rewards_per_pair=1),
+        _m("a_lol_seq", "A-LoL seq", "advantage", True, True, importance="token", scales_steps=True,
+           rewards_per_pair=1),
+        _m("a_lol_kl", "A-LoL KL", "advantage", True, True, scales_steps=True, rewards_per_pair=1),
         _m("dpo", "DPO", "uniform", True, False, pairwise=True),
         _m("dpo_ref_free", "DPO ref-free", "uniform", False, False, pairwise=True),
-        _m("pro", "PRO", "uniform", False, False, pairwise=True),
-        _m("a_lol_no_clamp", "A-LoL (A<0 kept)", "uniform", True, True, importance="sequence", ablation=True),
+        _m("pro", "PRO", "uniform", False, False, pairwise=True, rewards_per_pair=2),
+        _m("ppo", "PPO", "online", True, False, online=True),
+        _m("a_lol_no_clamp", "A-LoL (A<0 kept)", "uniform", True, True, importance="sequence",
+           ablation=True, rewards_per_pair=1),
         _m("a_lol_good_random", "A-LoL (uniform A>0)", "positive_uniform", True, True,
-           importance="sequence", scales_steps=True, ablation=True),
+           importance="sequence", scales_steps=True, ablation=True, rewards_per_pair=1),
     ]
 }  # fmt: skip
 
@@ -272,6 +284,8 @@ def dpo_implicit_rewards(
 
 def _spec(method: str, pairwise: bool) -> MethodSpec:
     spec = method_spec(method)
+    if spec.online:
+        raise ValueError(f"method {method!r} trains online and has no offline loss: see ppo.py")
     if spec.pairwise != pairwise:
         entry, other = (
             ("pairwise_loss", "method_loss") if pairwise else ("method_loss", "pairwise_loss")

@@ -59,6 +59,12 @@ def _error(argv, capsys) -> str:
         (["--offline.eval-every", "0"], "--offline.eval-every: must be >= 1, got 0"),
         (["--offline.steps", "0", "--n-val-eval", "0"], "--offline.steps: must be >= 1, got 0"),
         (["--n-test", "-1"], "--n-test: must be >= 1, got -1"),
+        (
+            ["--ppo.rollout-prompts", "30"],
+            "--ppo.rollout-prompts: must be a multiple of --ppo.minibatch-size (16), got 30",
+        ),
+        (["--ppo.epochs", "0"], "--ppo.epochs: must be >= 1, got 0"),
+        (["--n-kl-prompts", "-1"], "--n-kl-prompts: must be >= 0, got -1"),
         (["--task", "nope"], "--task: no task 'nope'"),
         (["--preset", "huge"], "--preset: no preset 'huge'"),
         (["--source", "data/hh"], "--source: is an option of --task hh-rlhf, not of chitchat"),
@@ -137,7 +143,7 @@ def test_flags_override_the_preset_of_the_task():
     assert cfg.offline.lr == 1e-4 and cfg.seeds == (1, 2)
     assert cfg.sft.steps == 500  # tiny-hh's pi_ref budget, from its preset
     smoke = cli.reproduce_config(["--preset", "smoke"])
-    assert smoke.model == "micro" and smoke.offline.steps == 6 and len(smoke.methods) == 10
+    assert smoke.model == "micro" and smoke.offline.steps == 6 and len(smoke.methods) == 11
     hh = cli.reproduce_config(["--task", "hh-rlhf", "--source", "somewhere"])
     assert (
         hh.offline.steps == 9000

@@ -3,10 +3,13 @@
 import csv
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import alol_min
 from alol_min import cli
 from alol_min.run.compare import DIFFERS, NO_REFERENCE, WITHIN, compare, comparison_markdown
 from alol_min.run.config import ConfigError, check_config, preset, second_view
@@ -17,8 +20,9 @@ from alol_min.run.provenance import (
     reuse,
     run_provenance,
     shared_key,
+    summary_key,
 )
-from alol_min.run.scorecard import FAILS, HOLDS, MISSING, diversity
+from alol_min.run.scorecard import FAILS, HOLDS, MISSING, _steadier, diversity
 
 
 def _folder(path, totals: dict, deterministic=True, noise=None, provenance=None):
@@ -103,6 +107,41 @@ def test_package_sources_cover_every_module_but_the_output_only_ones():
     assert all(len(digest) == 16 for digest in sources.values())
 
 
+def test_each_family_of_methods_records_only_its_own_parts():
+    """A PPO flag or an edit of ppo.py never touches an offline run's provenance, and the other way
+    round; the shared key (the test protocol) ignores both families' parts."""
+    config = {"n_test": 500, "offline": {"lr": 3e-4}, "ppo": {"lr": 1e-4}}
+    source = {"alol_min.losses": "a", "alol_min.ppo": "b"}
+    nll = run_provenance("nll", 0, config, {"offline": "k"}, source)
+    ppo = run_provenance("ppo", 0, config, {"offline": "k"}, source)
+    assert "ppo" not in nll["config"] and "alol_min.ppo" not in nll["source"]
+    assert "offline" not in ppo["config"] and ppo["source"] == source
+    other = {**config, "ppo": {"lr": 1e-3}}
+    nll2 = run_provenance("nll", 0, other, {"offline": "k"}, {**source, "alol_min.ppo": "c"})
+    ppo2 = run_provenance("ppo", 0, other, {"offline": "k"}, source)
+    assert nll2 == nll and summary_key(nll2) == summary_key(nll)
+    assert summary_key(ppo2) != summary_key(ppo) and shared_key(ppo2) == shared_key(nll)
+    assert differences(ppo, ppo2) == ["config ppo.lr 0.0001 -> 0.001"]
+    assert summary_key(nll) != summary_key(ppo)  # one family's key never admits the other's runs
+
+
+def test_package_sources_follow_the_main_jobs_imports(tmp_path):
+    """A module no run imports leaves the sources alone; once the job imports it, it is hashed."""
+    root = tmp_path / "alol_min"
+    shutil.copytree(
+        Path(alol_min.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    before = package_sources(root)
+    assert "alol_min.run.metrics.distinct_n.distinct_n" in before  # loaded by path, not imported
+    (root / "newmethod.py").write_text("X = 1\n")
+    assert package_sources(root) == before
+    losses = root / "losses.py"
+    losses.write_text(losses.read_text() + "\nfrom alol_min import newmethod  # noqa\n")
+    after = package_sources(root)
+    assert set(after) - set(before) == {"alol_min.newmethod"}
+    assert after["alol_min.losses"] != before["alol_min.losses"]
+
+
 def _methods(values: dict) -> dict:
     """{method: {"distinct_1": array, ...}} as the scorecard reads summary.csv."""
     return {m: {k: np.array([v]) for k, v in metrics.items()} for m, metrics in values.items()}
@@ -123,8 +162,25 @@ def test_diversity_claim_names_every_baseline_it_beat_or_lost_to():
         and "distinct-3: a_lol 0.600 beats nll, wbc, r_gold, r_lol, pro; loses to dpo 0.700"
         in evidence
     )
+    assert evidence.endswith("PPO not run")
+    m["ppo"] = {**base, "distinct_1": 0.3}  # PPO joins the rivals when it was run
+    verdict, evidence = diversity(_methods(m), "beam")
+    assert (
+        "distinct-1: a_lol 0.200 beats nll, wbc, r_gold, r_lol, dpo, pro; loses to ppo 0.300"
+        in (evidence)
+    )
+    assert "ppo 10.0" in evidence and "PPO not run" not in evidence
     del m["pro"]
     assert diversity(_methods(m), "beam") == (MISSING, "needs runs of pro")
+
+
+def test_stability_against_ppo():
+    m = {"a_lol": {"total": np.array([3.0, 3.1, 3.05])}, "ppo": {"total": np.array([2.0, 3.5])}}
+    verdict, evidence = _steadier(m, "a_lol", "ppo")
+    assert verdict == HOLDS and "a_lol sd 0.050 (mean 3.050) vs ppo sd 1.061" in evidence
+    assert _steadier(m, "ppo", "a_lol")[0] == FAILS
+    m["ppo"]["total"] = np.array([2.0])
+    assert _steadier(m, "a_lol", "ppo") == (MISSING, "needs >= 2 seeds of a_lol and ppo")
 
 
 def test_runs_under_another_decoding_are_not_comparable(tmp_path):
@@ -139,10 +195,12 @@ def test_runs_under_another_decoding_are_not_comparable(tmp_path):
 
 def test_decoding_options_resolve_and_refuse():
     top_p = cli.reproduce_config(["--decoding", "top-p"])
-    assert second_view(top_p) == "beam"  # the task's preset decoding becomes the second view
+    assert second_view(top_p) == "beam"  # the paper's decoding becomes the second view
     assert second_view(cli.reproduce_config([])) == "top-p"
     tiny = cli.reproduce_config(["--task", "tiny-hh"])
-    assert tiny.decoding == "greedy" and second_view(tiny) == "top-p"
+    assert tiny.decoding == "top-p" and second_view(tiny) == "greedy"
+    greedy = cli.reproduce_config(["--task", "tiny-hh", "--decoding", "greedy"])
+    assert second_view(greedy) == "top-p"
     both = dataclasses.replace(preset(), write_reference=True, out_dir="elsewhere")
     with pytest.raises(ConfigError, match="cannot go with --out-dir") as error:
         check_config(both)

@@ -7,7 +7,7 @@ import pytest
 
 from alol_min.lm.hh_format import PAPER_SYSTEM_LINE, format_prompt, oasst_format, render, turns
 from alol_min.lm.hub import HubUnavailableError
-from alol_min.run.evaluate import scores_by_group
+from alol_min.run.evaluate import score_responses, scores_by_group
 from alol_min.tasks.hh_rlhf import load_hh_rlhf, load_hh_splits
 
 SINGLE = {
@@ -210,7 +210,14 @@ def test_test_split_is_sampled_across_subsets_and_scored_per_subset(tmp_path):
         return {"total": np.array([1.0 if "harmless" in p else 0.0 for p in prompts])}
 
     prompts = list(splits["test"]["prompt"])
-    by_subset = scores_by_group(prompts, ["r"] * len(prompts), reward, test_subsets)
-    assert by_subset["harmless-base/total"] == 1.0 and by_subset["helpful-base/total"] == 0.0
-    assert by_subset["harmless-base/n"] + by_subset["helpful-base/n"] == 20
-    assert scores_by_group(prompts, ["r"] * len(prompts), reward, ["one"] * len(prompts)) == {}
+    calls = []
+
+    def counted(prompts, responses):
+        calls.append(len(prompts))
+        return reward(prompts, responses)
+
+    scores = score_responses(prompts, ["r"] * len(prompts), counted, groups=test_subsets)
+    assert scores["harmless-base/total"] == 1.0 and scores["helpful-base/total"] == 0.0
+    assert scores["harmless-base/n"] + scores["helpful-base/n"] == 20
+    assert calls == [20]  # one reward call scores the whole set and every subset
+    assert scores_by_group(np.zeros(20), ["one"] * 20) == {}

@@ -82,7 +82,7 @@ def closed_form(method, logp, ref_logp):
     return loss, grad / B
 
 
-SINGLE = [name for name, spec in METHODS.items() if not spec.pairwise]
+SINGLE = [name for name, spec in METHODS.items() if not spec.pairwise and not spec.online]
 
 
 def test_fixture_exercises_both_sides_of_every_clamp():
@@ -248,12 +248,22 @@ def test_registry_matches_spec():
         "a_lol_seq",
         "a_lol_kl",
         "dpo",
+        "ppo",
     }
     assert {n for n, s in METHODS.items() if s.needs_value} == {
         n for n in METHODS if n.startswith("a_lol")
     }
     assert {n for n, s in METHODS.items() if s.pairwise} == {"dpo", "dpo_ref_free", "pro"}
-    assert all(s.sampler in SAMPLER_KINDS and s.name == n for n, s in METHODS.items())
+    offline = {n: s for n, s in METHODS.items() if not s.online}
+    assert all(s.sampler in SAMPLER_KINDS and s.name == n for n, s in offline.items())
+    assert {n for n, s in METHODS.items() if s.online} == {"ppo"}
+    # rewards read per training pair: the reward calls of the training set
+    assert {n: s.rewards_per_pair for n, s in METHODS.items() if not s.ablation} == {
+        "nll": 0, "wbc": 1, "r_gold": 1, "r_lol": 1, "a_lol": 1, "a_lol_ref_free": 1,
+        "a_lol_seq": 1, "a_lol_kl": 1, "dpo": 0, "dpo_ref_free": 0, "pro": 2, "ppo": 0,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="'ppo' trains online and has no offline loss"):
+        method_loss("ppo", logp=torch.zeros(1, 2), mask=torch.ones(1, 2))
     assert len({s.label for s in METHODS.values()}) == len(METHODS)
     assert METHODS["a_lol_no_clamp"].ablation and METHODS["a_lol_no_clamp"].sampler == "uniform"
 
@@ -299,8 +309,8 @@ def test_bad_input_raises_useful_errors():
     logits, tokens, ref_logp = make_batch()
     logp = F.log_softmax(logits, -1).gather(-1, tokens[..., None]).squeeze(-1)
     kw = dict(logp=logp, mask=MASK, ref_logp=ref_logp)
-    with pytest.raises(ValueError, match="unknown method 'ppo'.*a_lol_seq"):
-        method_loss("ppo", **kw)
+    with pytest.raises(ValueError, match="unknown method 'trpo'.*a_lol_seq"):
+        method_loss("trpo", **kw)
     with pytest.raises(ValueError, match="use pairwise_loss"):
         method_loss("dpo", **kw)
     with pytest.raises(ValueError, match="use method_loss"):

@@ -114,12 +114,8 @@ def generate_responses(
             range(0, len(order), cfg.batch_size), desc="decode", disable=not progress
         ):
             idx = order[start : start + cfg.batch_size]
-            width = max(len(prompt_ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for b, i in enumerate(idx):
-                input_ids[b, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
-                attention[b, width - len(prompt_ids[i]) :] = 1
+            input_ids, attention = left_padded([prompt_ids[i] for i in idx], pad)
+            width = input_ids.shape[1]
             generated = model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
@@ -139,3 +135,42 @@ def generate_responses(
                     new = new[: new.index(eos)]
                 outputs[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
     return outputs
+
+
+def left_padded(prompt_ids: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) [B, max length] of prompts padded on the left, for generate()."""
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for b, p in enumerate(prompt_ids):
+        input_ids[b, width - len(p) :] = torch.tensor(p)
+        attention[b, width - len(p) :] = 1
+    return input_ids, attention
+
+
+@torch.no_grad()
+def sample_response_ids(
+    model, prompt_ids: list[list[int]], cfg: DecodeConfig, eos: int, pad: int, seed: int
+) -> list[list[int]]:
+    """One response sampled per prompt (top-p / temperature of `cfg`, always sampling), as token
+    ids ending in <eos> unless the length limit cut them: for scoring the sampled tokens
+    themselves (PPO's rollouts, the KL to pi_ref), which decoding to text and encoding again
+    need not give back. One generate() call; the seed does not leak into the caller's stream."""
+    model.eval()
+    device = next(model.parameters()).device
+    input_ids, attention = left_padded(prompt_ids, pad)
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        _no_unpadded_batch_warning(),
+    ):
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device),
+            max_new_tokens=cfg.max_new_tokens, do_sample=True, top_p=cfg.top_p,
+            temperature=cfg.temperature, top_k=0, num_beams=1, repetition_penalty=1.0,
+            eos_token_id=eos, pad_token_id=pad,
+        )  # fmt: skip
+    responses = []
+    for row in out[:, input_ids.shape[1] :].tolist():
+        responses.append(row[: row.index(eos) + 1] if eos in row else row)
+    return responses

@@ -23,6 +23,7 @@ from alol_min.lm.generation import DECODINGS, DecodeConfig
 from alol_min.lm.models import ModelConfig
 from alol_min.lm.sft import SFTConfig
 from alol_min.losses import method_spec
+from alol_min.ppo import PPOConfig
 from alol_min.run.train import OfflineConfig
 from alol_min.tasks import POOLS, TASKS, ChitchatConfig, HHConfig
 from alol_min.values import ValueConfig
@@ -40,8 +41,10 @@ FULL_METHODS = (
     "a_lol_kl",
     "dpo",
     "pro",
+    "ppo",
 )
-"""The paper's methods and baselines (the `full` preset trains each over 3 seeds)."""
+"""The paper's methods and baselines, and PPO, its online contrast (the `full` preset trains each
+over 3 seeds)."""
 
 
 @dataclass
@@ -88,7 +91,13 @@ class ReproduceConfig:
     value: ValueConfig = field(default_factory=ValueConfig)
     """The V_ref fit."""
     offline: OfflineConfig = field(default_factory=OfflineConfig)
-    """Every method's training (the seed is each run's)."""
+    """Every offline method's training (the seed is each run's)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO's training (--methods ppo; the seed is each run's): rollouts of the offline set's
+    prompts, sampled as the top-p test view samples."""
+    n_kl_prompts: int = 64
+    """Prompts whose sampled replies measure KL(pi_theta || pi_ref) at each validation (validation
+    prompts) and at test (test prompts), for every method; 0: not measured."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     """Decoding of pi_ref's samples that V_ref is fit on."""
     eval_decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -96,12 +105,12 @@ class ReproduceConfig:
     --decoding."""
     decoding: Literal["beam", "greedy", "top-p"] = "beam"
     """Validation and test decoding: beam (2 beams, repetition penalty 2.5: the paper's Reddit
-    setting, chitchat's default), greedy (the paper's HHA setting, tiny-hh's and hh-rlhf's
-    default) or top-p (seeded nucleus sampling, p 0.9)."""
+    setting, chitchat's default), greedy (the paper's HHA setting, hh-rlhf's default) or top-p
+    (seeded nucleus sampling, p 0.9; tiny-hh's default, see TINY_HH_DECODING)."""
     second_view: Literal["auto", "top-p", "greedy", "beam", "none"] = "auto"
     """A second test decoding of every run (summary-<view>.csv beside summary.csv): the same
-    checkpoints seen under another decoding; auto: top-p, or the task's preset decoding when
-    --decoding is top-p; none to skip it."""
+    checkpoints seen under another decoding; auto: top-p, or the paper's decoding of the task's
+    analogue (PAPER_DECODING) when --decoding is top-p; none to skip it."""
     pool: Literal["all", "low-rated", "high-rated"] = "all"
     """Offline training pairs: all, or only low- / high-quality ones (chitchat: the conversations'
     human ratings; tiny-hh: label-noise / clean pairs), the noisy-data experiment; results then go
@@ -139,6 +148,8 @@ def _with(cfg: ReproduceConfig, **changes) -> ReproduceConfig:
     return dataclasses.replace(copy.deepcopy(cfg), **changes)
 
 
+OFFLINE_FULL = tuple(m for m in FULL_METHODS if m != "ppo")
+"""hh-rlhf's full preset: PPO on HHA needs a budget of its own (the paper ran TRL's trainer)."""
 DEFAULT = ReproduceConfig()
 FULL = ReproduceConfig(preset="full", methods=FULL_METHODS, seeds=(0, 1, 2), decoding_seeds=5)
 SMOKE = ReproduceConfig(
@@ -154,10 +165,18 @@ SMOKE = ReproduceConfig(
     sft=SFTConfig(steps=40, batch_size=32, eval_every=40, eval_pairs=100),
     value=ValueConfig(samples_per_prompt=2, epochs=5),
     offline=OfflineConfig(steps=6, batch_size=8, eval_every=3),
+    ppo=PPOConfig(steps=3, rollout_prompts=8, minibatch_size=4, epochs=1, eval_every=2),
+    n_kl_prompts=16,
     decode=DecodeConfig(max_new_tokens=12),
     eval_decode=DecodeConfig(max_new_tokens=12),
     decoding_seeds=5,
 )
+PAPER_DECODING = {"chitchat": "beam", "tiny-hh": "greedy", "hh-rlhf": "greedy"}
+"""The paper's decoding for each task's analogue: Reddit's beam search, HHA's greedy."""
+TINY_HH_DECODING = "top-p"
+"""tiny-hh validates and tests under top-p, with greedy (the paper's HHA decoding) as the second
+view: greedy replies of tiny-hh's pi_ref already score near the judge's ceiling of 1, so that
+model selection under greedy can rarely beat pi_ref (RESULTS.md, "Decoding")."""
 TINY_HH_SFT = SFTConfig(steps=500, eval_every=100)
 """tiny-hh's replies are short and templated: pi_ref learns them in 500 steps."""
 HHA_OFFLINE = OfflineConfig(
@@ -187,11 +206,11 @@ PRESETS: dict[tuple[str, str], ReproduceConfig] = {
     ("default", "chitchat"): DEFAULT,
     ("full", "chitchat"): FULL,
     ("smoke", "chitchat"): SMOKE,
-    ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT, decoding="greedy"),
-    ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT, decoding="greedy"),
-    ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh", decoding="greedy"),
+    ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT, decoding=TINY_HH_DECODING),
+    ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT, decoding=TINY_HH_DECODING),
+    ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh", decoding=TINY_HH_DECODING),
     ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
-    ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": FULL_METHODS}, decoding_seeds=1),
+    ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": OFFLINE_FULL}, decoding_seeds=1),
     ("smoke", "hh-rlhf"): _with(
         SMOKE, task="hh-rlhf", methods=("a_lol",), hh=HHConfig(n_val=24, rm_steps=20), n_test=8,
         n_value_prompts=16, n_val_eval=8, eval_decode=DecodeConfig(max_new_tokens=8),
@@ -260,6 +279,12 @@ def check_config(cfg: ReproduceConfig) -> None:
     _positive(cfg, "", ("max_prompt_tokens", "max_response_tokens", "tiny_hh_train"))
     _positive(cfg.sft, "sft.", ("steps", "batch_size", "eval_every", "eval_pairs", "grad_accum"))
     _positive(cfg.offline, "offline.", ("steps", "batch_size", "eval_every", "grad_accum"))
+    _positive(cfg.ppo, "ppo.", ("steps", "rollout_prompts", "minibatch_size", "epochs", "eval_every",
+                                "kl_horizon"))  # fmt: skip
+    _positive(cfg, "", ("n_kl_prompts",), minimum=0)
+    if cfg.ppo.rollout_prompts % cfg.ppo.minibatch_size:
+        raise ConfigError("--ppo.rollout-prompts", f"must be a multiple of --ppo.minibatch-size "
+                          f"({cfg.ppo.minibatch_size}), got {cfg.ppo.rollout_prompts}")  # fmt: skip
     _positive(cfg.value, "value.", ("samples_per_prompt", "epochs", "batch_size", "neighbours"))
     for name in ("decode", "eval_decode"):
         _positive(getattr(cfg, name), f"{name}.", ("max_new_tokens", "num_beams", "batch_size"))
@@ -285,13 +310,10 @@ def _check_decoding(cfg: ReproduceConfig) -> None:
 
 
 def second_view(cfg: ReproduceConfig) -> str:
-    """The second test decoding, "auto" resolved: top-p, or the preset's decoding under top-p."""
+    """The second test decoding, "auto" resolved: top-p, or the paper's decoding under top-p."""
     if cfg.second_view != "auto":
         return cfg.second_view
-    if cfg.decoding != "top-p":
-        return "top-p"
-    fallback = preset(cfg.preset, cfg.task).decoding
-    return fallback if fallback != "top-p" else "none"
+    return "top-p" if cfg.decoding != "top-p" else PAPER_DECODING[cfg.task]
 
 
 def _check_folders(cfg: ReproduceConfig) -> None:

@@ -24,10 +24,16 @@ from alol_min.importance import clipped_share
 from alol_min.losses import METHODS
 
 TABLE_METRICS = ("total", "length", "distinct_1", "distinct_2", "distinct_3")
+COST_METRICS = ("samples_generated", "reward_calls", "train_seconds")
+"""summary.csv's cost columns: in the cost table (`plot_cost`), not the results table."""
 
 
 def _label(method: str) -> str:
     return METHODS[method].label if method in METHODS else method
+
+
+def _online(method: str) -> bool:
+    return method in METHODS and METHODS[method].online
 
 
 def read_logs(task_dir: Path) -> dict[str, list[list[dict]]]:
@@ -59,7 +65,7 @@ def read_summary(task_dir: Path, name: str = "summary.csv") -> list[dict]:
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Per method: mean +- std over seeds of every numeric column (reward components first)."""
-    skip = {"method", "seed", "steps", "examples_seen", "kept_step"}
+    skip = {"method", "seed", "steps", "examples_seen", "kept_step", *COST_METRICS}
     metrics = [k for k in rows[0] if k not in skip and not k.endswith("/n")]
     metrics = [m for m in metrics if m not in TABLE_METRICS] + [
         m for m in TABLE_METRICS if m in metrics
@@ -165,7 +171,11 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
     _importance_histogram(axes[0], Path(task_dir))
     _curves(
         axes[1],
-        {m: s for m, s in runs.items() if any("clip_fraction" in r for r in s[0])},
+        {
+            m: s
+            for m, s in runs.items()
+            if any("clip_fraction" in r for r in s[0]) and not _online(m)
+        },  # fmt: skip
         "clip_fraction",
         "fraction of importance weights at 1 ± ε",
         smooth=10,
@@ -202,7 +212,96 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
         fig.tight_layout()
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
+    if "ppo" in runs:
+        written += plot_cost(Path(task_dir), figures_dir, task, runs)
     return written
+
+
+COST_METHODS = ("nll", "a_lol", "ppo")
+
+
+def _best_validation(rows: list[dict]) -> float:
+    return max(r["val_total"] for r in rows if "val_total" in r)
+
+
+def calls_to_reach(rows: list[dict], level: float) -> int | None:
+    """Reward calls of the first validation at or above `level` (None: never reached)."""
+    return next((r["reward_calls"] for r in rows if r.get("val_total", -np.inf) >= level), None)
+
+
+def plot_cost(task_dir: Path, figures_dir: Path, task: str, runs: dict) -> list[Path]:
+    """The sample-efficiency figure: validation reward against (a) training steps and (b) reward
+    calls (the training's own: rollouts for PPO, the one-time V fit and training-set rewards for
+    the offline methods), NLL, A-LoL and PPO; and the cost table beside it."""
+    runs = {m: runs[m] for m in COST_METHODS if m in runs}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    _curves(axes[0], runs, "val_total", "validation reward (mean ± sd over seeds)")
+    axes[0].set_title(f"{task}: (a) against training steps (PPO: rollouts)", fontsize=10)
+    for method, seeds in runs.items():
+        best = float(np.mean([_best_validation(rows) for rows in seeds]))
+        if _online(method):
+            points = [[(r["reward_calls"], r["val_total"]) for r in rows if "val_total" in r]
+                      for rows in seeds]  # fmt: skip
+            n = min(len(p) for p in points)
+            x = np.mean([[c for c, _ in p[:n]] for p in points], axis=0)
+            y = np.array([[v for _, v in p[:n]] for p in points])
+            (line,) = axes[1].plot(x, y.mean(0), marker="o", ms=3, label=_label(method))
+            if len(y) > 1:
+                sd = y.std(0, ddof=1)
+                axes[1].fill_between(x, y.mean(0) - sd, y.mean(0) + sd, color=line.get_color(),
+                                     alpha=0.2)  # fmt: skip
+        else:  # every call is paid before the first step: a point, then its best level
+            cost = seeds[0][0].get("reward_calls", 0)
+            axes[1].plot([cost], [best], marker="s", ms=6, ls="none", label=_label(method))
+            axes[1].axhline(best, color=axes[1].lines[-1].get_color(), ls="--", lw=1)
+    axes[1].set_xlabel("reward calls (training)")
+    axes[1].set_title(f"{task}: (b) against reward calls (offline: paid once, dashed: best)",
+                      fontsize=10)  # fmt: skip
+    axes[1].grid(alpha=0.3)
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=7)
+    path = figures_dir / f"{task}_cost.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path, write_cost_table(task_dir, figures_dir, task, runs)]
+
+
+def write_cost_table(task_dir: Path, figures_dir: Path, task: str, runs: dict) -> Path:
+    """Per method, mean over seeds: samples generated and reward calls up to the kept checkpoint,
+    training seconds and seconds per step, the best validation reward, test KL to pi_ref and
+    length; and the reward calls PPO needed to reach A-LoL's best validation reward."""
+    rows = defaultdict(list)
+    for row in read_summary(task_dir):
+        rows[row["method"]].append(row)
+
+    def mean(method, key):
+        values = [float(r[key]) for r in rows.get(method, []) if r.get(key) not in (None, "")]
+        if not values:
+            return ""
+        value = float(np.mean(values))
+        return f"{value:.0f}" if key in COST_METRICS else f"{value:.3g}"
+
+    md = ["| method | seeds | samples generated | reward calls | train s | s / step | "
+          "best validation | test KL to pi_ref | test length |", "|" + "---|" * 9]  # fmt: skip
+    for method, seeds in runs.items():
+        per_step = np.mean([rows_[-1]["seconds"] / rows_[-1]["step"] for rows_ in seeds])
+        best = np.mean([_best_validation(r) for r in seeds])
+        md.append(
+            f"| {_label(method)} | {len(seeds)} | {mean(method, 'samples_generated')} | "
+            f"{mean(method, 'reward_calls')} | {mean(method, 'train_seconds')} | {per_step:.3g} | "
+            f"{best:.3f} | {mean(method, 'kl_ref')} | {mean(method, 'length')} |"
+        )
+    if "ppo" in runs and "a_lol" in runs:
+        level = float(np.mean([_best_validation(r) for r in runs["a_lol"]]))
+        reached = [calls_to_reach(r, level) for r in runs["ppo"]]
+        md += ["", f"A-LoL's best validation reward (mean over seeds) {level:.3f}: PPO reached it "
+               f"after {', '.join('never' if c is None else f'{c} reward calls' for c in reached)} "
+               "(per seed)."]  # fmt: skip
+    path = figures_dir / f"{task}_cost.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
 
 
 def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:

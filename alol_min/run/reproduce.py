@@ -28,18 +28,21 @@ from alol_min.cache import cache_key
 from alol_min.lm.generation import DecodeConfig, with_decoding
 from alol_min.lm.reference import pretrained_reference, reference_metrics, reference_policy
 from alol_min.losses import METHODS, method_spec
+from alol_min.ppo import train_ppo
 from alol_min.run.compare import compare, comparison_markdown
 from alol_min.run.config import ReproduceConfig, check_config, second_view
-from alol_min.run.evaluate import evaluate_policy, scores_by_group
+from alol_min.run.evaluate import evaluate_policy, kl_to_reference
 from alol_min.run.plots import plot_all, plot_noisy
 from alol_min.run.prepare import prepare_offline
 from alol_min.run.provenance import (
     job_config,
+    method_family,
     package_sources,
     read_provenance,
     reuse,
     run_provenance,
     shared_key,
+    summary_key,
 )
 from alol_min.run.scorecard import scorecard, scorecard_markdown
 from alol_min.run.train import train_offline
@@ -54,6 +57,10 @@ def run(cfg: ReproduceConfig) -> Path:
     """Run the reproduction; returns <out_dir>/<task>[-<pool>]."""
     start = time.time()
     check_config(cfg)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and any(
+        method_spec(m).online for m in cfg.methods
+    ):
+        raise ValueError("--methods ppo trains in one process: run it without accelerate launch")
     model_cfg = cfg.model_config()
     cfg = resolved(cfg, model_cfg)
     out = Path(cfg.out_dir) / task_folder(cfg)
@@ -77,7 +84,7 @@ def run(cfg: ReproduceConfig) -> Path:
     reward_stats = task.reward_stats
     print(f"reward: {', '.join(reward.components)}; fit: {json.dumps(reward_stats, default=float)}")
     # --prepare-only also builds what DPO / PRO need, so that no later multi-process call has to
-    offline, prep, _, _ = prepare_offline(
+    offline, prep, _, train_pairs = prepare_offline(
         cfg, task, model, tokenizer, model_cfg, ref_folder,
         rejected=True if cfg.prepare_only else None,
     )  # fmt: skip
@@ -100,6 +107,9 @@ def run(cfg: ReproduceConfig) -> Path:
     inputs["prompts"] = cache_key({"validation": list(val_prompts), "test": list(test_prompts)})
     config, source = job_config(cfg), package_sources()
     shared = shared_key(run_provenance("", 0, config, inputs, source))
+    families = {method_family(m): summary_key(run_provenance(m, 0, config, inputs, source))
+                for m in cfg.methods}  # fmt: skip
+    sampled = with_decoding(cfg.eval_decode, "top-p")  # PPO's rollouts and the KL's samples
     if writer:
         write_preparation(out, {"reward": reward_stats, **prep}, offline.advantage)
         protocol = {
@@ -111,23 +121,36 @@ def run(cfg: ReproduceConfig) -> Path:
         }
         (out / "protocol.json").write_text(json.dumps(protocol, indent=1))
 
+    def kl(policy, prompts) -> dict:
+        prompts = prompts[: cfg.n_kl_prompts]
+        if not prompts:
+            return {}
+        return {"kl_ref": kl_to_reference(policy, model, tokenizer, prompts, sampled, max_prompt)}
+
     def validate(policy):
         scores, _ = evaluate_policy(
             policy, tokenizer, val_prompts, reward, cfg.eval_decode, max_prompt
         )
+        scores.update(kl(policy, val_prompts))
         return {k: round(v, 4) for k, v in scores.items()}
+
+    # hh-rlhf: each subset's test total as well as the whole set's
+    groups = (
+        list(data["test"]["subset"][: cfg.n_test])
+        if "subset" in data["test"].column_names
+        else None
+    )
 
     def test(policy) -> tuple[dict, dict, list]:
         """{view: scores} under every test decoding ("" the main one) and the main responses."""
         scores, responses = {}, None
         for view, decode in views.items():
             scores[view], texts = evaluate_policy(
-                policy, tokenizer, test_prompts, task.test_reward, decode, max_prompt
-            )
-            if "subset" in data["test"].column_names:  # hh-rlhf: each subset as well as the total
-                groups = list(data["test"]["subset"][: cfg.n_test])
-                scores[view].update(scores_by_group(test_prompts, texts, task.test_reward, groups))
+                policy, tokenizer, test_prompts, task.test_reward, decode, max_prompt,
+                groups=groups,
+            )  # fmt: skip
             responses = responses or texts
+        scores[""].update(kl(policy, test_prompts))
         return scores, responses
 
     ref_val: dict = {}  # pi_ref's validation scores (every run's step 0): from the first run trained
@@ -138,6 +161,9 @@ def run(cfg: ReproduceConfig) -> Path:
         cfg, out, model, tokenizer, test_prompts, task.test_reward, model_cfg, ref_scores,
         shared, write=writer,
     )  # fmt: skip
+    value_samples = len(data["validation"]["prompt"][: cfg.n_value_prompts]) * (
+        cfg.value.samples_per_prompt
+    )
     reused, retrained = [], []
     for method in cfg.methods:
         for seed in cfg.seeds:
@@ -157,18 +183,31 @@ def run(cfg: ReproduceConfig) -> Path:
                 retrained.append(f"{name} ({why})")
             if writer and run_dir.exists():
                 shutil.rmtree(run_dir)  # no file of a run made from other inputs stays beside it
-            offline_cfg = dataclasses.replace(cfg.offline, seed=seed)
-            policy, log = train_offline(
-                model, method, offline, offline_cfg, tokenizer.pad_token_id,
-                validate=validate if cfg.n_val_eval else None, run_dir=run_dir,
-                progress=cfg.progress, initial_scores=ref_val or None,
-            )  # fmt: skip
+            checked = validate if cfg.n_val_eval else None
+            if method_spec(method).online:
+                policy, log = train_ppo(
+                    model, tokenizer, list(train_pairs["prompt"]), reward,
+                    dataclasses.replace(cfg.ppo, seed=seed), sampled, max_prompt, validate=checked,
+                    run_dir=run_dir if writer else None, progress=cfg.progress,
+                    initial_scores=ref_val or None,
+                )  # fmt: skip
+            else:
+                policy, log = train_offline(
+                    model, method, offline, dataclasses.replace(cfg.offline, seed=seed),
+                    tokenizer.pad_token_id, validate=checked, run_dir=run_dir,
+                    progress=cfg.progress, initial_scores=ref_val or None,
+                    costs=offline_costs(method, len(offline.encoded), value_samples),
+                )  # fmt: skip
             ref_val = ref_val or {k[4:]: v for k, v in log[0].items() if k.startswith("val_")}
             scores, responses = test(policy)
+            kept = next(r for r in log if r["step"] == log[-1]["kept_step"])
             for view, view_scores in scores.items():
                 row = {"method": method, "seed": seed, "steps": log[-1]["step"],
                        "examples_seen": log[-1]["examples_seen"],
-                       "kept_step": log[-1]["kept_step"], **view_scores}  # fmt: skip
+                       "kept_step": log[-1]["kept_step"],
+                       "samples_generated": kept.get("samples_generated", 0),
+                       "reward_calls": kept.get("reward_calls", 0),
+                       "train_seconds": log[-1].get("seconds", 0.0), **view_scores}  # fmt: skip
                 rows[view].append(row)
             if writer:
                 samples = [
@@ -184,9 +223,18 @@ def run(cfg: ReproduceConfig) -> Path:
             )
     report_reuse(reused, retrained)
     if writer:
-        finish(cfg, out, rows, shared)
+        finish(cfg, out, rows, families)
     print(f"done in {time.time() - start:.0f} s; results in {out}")
     return out
+
+
+def offline_costs(method: str, n_train: int, value_samples: int) -> dict:
+    """What an offline method pays once, before its first step: pi_ref's samples for the V fit
+    and their rewards (the methods that read A), and the training set's rewards (one per pair and
+    reward it reads: PRO scores the rejected reply too). NLL and DPO read no reward."""
+    spec = method_spec(method)
+    samples = value_samples if spec.needs_value else 0
+    return {"samples_generated": samples, "reward_calls": samples + spec.rewards_per_pair * n_train}
 
 
 def test_views(cfg: ReproduceConfig) -> dict[str, DecodeConfig]:
@@ -224,10 +272,10 @@ def write_preparation(out: Path, prepared: dict, advantage: np.ndarray) -> None:
     (out / "advantage_hist.json").write_text(json.dumps(histogram))
 
 
-def finish(cfg: ReproduceConfig, out: Path, rows: dict, shared: str) -> None:
+def finish(cfg: ReproduceConfig, out: Path, rows: dict, families: dict[str, str]) -> None:
     """Summaries, figures, the comparison with the reference and the scorecard."""
     for view, view_rows in rows.items():
-        kept, left_out = with_finished_runs(view_rows, out, shared, test_file(view))
+        kept, left_out = with_finished_runs(view_rows, out, families, test_file(view))
         write_summary(kept, out / summary_file(view))
     if left_out:
         print(f"left out of summary.csv: {len(left_out)} run(s) in {out / 'runs'} made from other "
@@ -310,12 +358,13 @@ def decoding_noise(
 
 
 def with_finished_runs(
-    rows: list[dict], out: Path, shared: str, name: str = "test.json"
+    rows: list[dict], out: Path, families: dict[str, str], name: str = "test.json"
 ) -> tuple[list[dict], list[str]]:
-    """This call's rows plus the other finished runs in `out/runs` made from the same shared
-    provenance (earlier calls with other --methods / --seeds), so that summary.csv describes every
-    comparable run in the folder; pi_ref first, then the methods in registry order, seeds
-    ascending. Returns (rows, the names of the runs left out because they were made otherwise)."""
+    """This call's rows plus the other finished runs in `out/runs` made from the same provenance
+    as this call's runs of their family (`families`: {family: summary key}; earlier calls with
+    other --methods / --seeds), so that summary.csv describes every comparable run in the folder;
+    pi_ref first, then the methods in registry order, seeds ascending. Returns (rows, the names
+    of the runs left out because they were made otherwise)."""
     have = {(row["method"], str(row["seed"])) for row in rows}
     earlier, left_out = [], []
     for path in sorted((out / "runs").glob(f"*/{name}")):
@@ -323,7 +372,8 @@ def with_finished_runs(
         if (row["method"], str(row["seed"])) in have:
             continue
         provenance = read_provenance(path.parent)
-        if provenance is not None and shared_key(provenance) == shared:
+        family = provenance and method_family(provenance["run"]["method"])
+        if provenance is not None and families.get(family) == summary_key(provenance):
             earlier.append(row)
         else:
             left_out.append(path.parent.name)

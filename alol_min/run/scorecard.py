@@ -50,6 +50,16 @@ def _beats(m: dict, a: str, b: str, metric: str = "total") -> tuple[str, str]:
     return (HOLDS if gap > spread else FAILS), evidence
 
 
+def _steadier(m: dict, a: str, b: str) -> tuple[str, str]:
+    """Is a's seed sd of the test total no larger than b's?"""
+    if a not in m or b not in m or min(len(m[a]["total"]), len(m[b]["total"])) < 2:
+        return MISSING, f"needs >= 2 seeds of {a} and {b}"
+    sd_a, sd_b = _sd(m[a]["total"]), _sd(m[b]["total"])
+    evidence = (f"{a} sd {sd_a:.3f} (mean {m[a]['total'].mean():.3f}) vs {b} sd {sd_b:.3f} "
+                f"(mean {m[b]['total'].mean():.3f}), seeds {len(m[a]['total'])}/{len(m[b]['total'])}")  # fmt: skip
+    return (HOLDS if sd_a <= sd_b else FAILS), evidence
+
+
 FAMILY = ("a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
 BASELINES = ("nll", "wbc", "r_gold", "r_lol", "dpo", "pro")
 
@@ -74,18 +84,19 @@ def same_protocol(a: Path, b: Path) -> bool:
 def diversity(m: dict, decoding: str) -> tuple[str, str]:
     """The paper's diversity claim (HHA, its Table 2): per n, the A-LoL variant with the highest
     mean distinct-n against every baseline's mean, mean length beside. Holds if it beats all six
-    baselines on distinct-1, -2 and -3."""
+    baselines, and PPO when it was run, on distinct-1, -2 and -3."""
     family = [v for v in FAMILY if v in m]
     missing = [b for b in BASELINES if b not in m]
     if not family or missing:
         return MISSING, f"needs runs of {', '.join(missing) or 'an A-LoL variant'}"
+    rivals = BASELINES + (("ppo",) if "ppo" in m else ())  # PPO, the online contrast, when run
     parts, holds = [], True
     for n in (1, 2, 3):
         key = f"distinct_{n}"
         best = max(family, key=lambda v: m[v][key].mean())
-        lost = [b for b in BASELINES if m[b][key].mean() >= m[best][key].mean()]
+        lost = [b for b in rivals if m[b][key].mean() >= m[best][key].mean()]
         holds = holds and not lost
-        beat = [b for b in BASELINES if b not in lost]
+        beat = [b for b in rivals if b not in lost]
         parts.append(
             f"distinct-{n}: {best} {m[best][key].mean():.3f} beats {', '.join(beat) or 'none'}"
             + (
@@ -94,8 +105,10 @@ def diversity(m: dict, decoding: str) -> tuple[str, str]:
                 else ""
             )
         )
-    lengths = ", ".join(f"{k} {m[k]['length'].mean():.1f}" for k in family + list(BASELINES))
+    lengths = ", ".join(f"{k} {m[k]['length'].mean():.1f}" for k in family + list(rivals))
     evidence = f"{decoding} decoding. " + ". ".join(parts) + f". Length (words): {lengths}"
+    if "ppo" not in m:
+        evidence += ". PPO not run"
     return (HOLDS if holds else FAILS), evidence
 
 
@@ -215,6 +228,10 @@ def scorecard(
             "A-LoL is stable over seeds (seed sd no larger than the median method's)",
             (MISSING, "needs >= 2 seeds"),
         )
+    add(
+        "A-LoL is more stable over seeds than PPO, the online contrast",
+        _steadier(m, "a_lol", "ppo"),
+    )
     protocol = read_protocol(task_dir)
     views = [(protocol.get("decoding", "unrecorded"), m)]
     second = protocol.get("second_view", "none")
@@ -236,6 +253,10 @@ def scorecard(
             "steps",
             "examples_seen",
             "kept_step",
+            "kl_ref",
+            "samples_generated",
+            "reward_calls",
+            "train_seconds",
         }
         components = [  # the reward's parts ("<subset>/total" of hh-rlhf is not one)
             c for c in m["a_lol"] if c not in skip and "/" not in c and c in m["nll"]

@@ -257,6 +257,7 @@ def train_offline(
     run_dir: Path | None = None,
     progress: bool = True,
     initial_scores: dict | None = None,
+    costs: dict | None = None,
 ):
     """Train pi_theta (a copy of pi_ref) with `method`; returns (best model, log rows).
 
@@ -267,10 +268,16 @@ def train_offline(
     records the kept checkpoint's step as "kept_step".
     `initial_scores`: pi_ref's `validate` scores when the caller already has them (they are the same
     for every run), logged as step 0 instead of validating pi_ref again.
+    `costs`: what the method paid before its first step ({"samples_generated": pi_ref's samples
+    for the V fit, "reward_calls": ...}), written into every row beside the online methods' own
+    counts (`ppo.train_ppo`).
     Under several processes every process validates (the same numbers) and only the main one writes
     run_dir.
     """
     spec = method_spec(method)
+    if spec.online:
+        raise ValueError(f"{method} samples its own data: train it with ppo.train_ppo")
+    costs = dict(costs or {})
     if spec.pairwise and (
         data.rejected is None or (spec.needs_ref and data.ref_logp_rejected is None)
     ):
@@ -310,7 +317,8 @@ def train_offline(
         best_score = scores["total"]
         if cfg.no_improvement == "keep_ref":
             best_state, kept_step = copy.deepcopy(accelerator.unwrap_model(model).state_dict()), 0
-        log.append({"step": 0, "examples_seen": 0, **{f"val_{k}": v for k, v in scores.items()}})
+        log.append({"step": 0, "examples_seen": 0, **costs,
+                    **{f"val_{k}": v for k, v in scores.items()}})  # fmt: skip
     log_file = JsonlLog(None)
     if run_dir is not None and accelerator.is_main_process:
         run_dir = Path(run_dir)
@@ -355,6 +363,7 @@ def train_offline(
             "lr": optimizer.param_groups[0]["lr"],
             "examples_seen": (step + 1) * global_size,
             "unique_examples_seen": len(seen),
+            **costs,
             "seconds": round(time.time() - start, 2),
         }
         row.update({k: round(v, 4) for k, v in stats.items()})
