@@ -39,8 +39,12 @@ Implementation details, each with its source:
 - Means and whitening run over response tokens only: prompt tokens and the padding after <eos>
   are masked (TRL; Huang et al. 2024).
 - Log-probs are recomputed by a forward pass on the sampled token ids, never re-tokenised from
-  the decoded text (Huang et al. 2024). Top-p truncates the sampler's distribution; rho and the
-  KL use pi_theta's full softmax, as TRL did.
+  the decoded text (Huang et al. 2024).
+- Rollouts sample as the offline methods' top-p test view samples (p 0.9), so that every method
+  is sampled alike; the paper's PPO also sampled with top-p. rho and the KL penalty use pi_theta's
+  full softmax, so the per-token penalty is k1 under the truncated sampler, whose mean can fall
+  below the KL (TRL's documentation advises untruncated sampling for this reason;
+  `--eval-decode.top-p 1` gives it). The temperature must be 1: the log-probs are untempered.
 - Dropout is off in every forward, rollouts and updates alike, so rho = 1 before the first update
   (Ziegler et al. 2019; Huang et al. 2024).
 """
@@ -246,6 +250,9 @@ def train_ppo(
     row's "kept_step". Each row logs the cost: samples generated and reward calls so far (the
     training rollouts'; validation is not counted, as for the offline methods), seconds, KL to
     pi_ref and the mean response length of the rollout."""
+    if decode.temperature != 1.0:
+        raise ValueError(f"PPO's log-probs are untempered: sample at temperature 1, got "
+                         f"{decode.temperature}")  # fmt: skip
     if cfg.rollout_prompts % cfg.minibatch_size:
         raise ValueError(f"rollout_prompts ({cfg.rollout_prompts}) must be a multiple of "
                          f"minibatch_size ({cfg.minibatch_size})")  # fmt: skip

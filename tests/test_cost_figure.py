@@ -25,18 +25,20 @@ def test_cost_table_and_calls_to_reach(tmp_path):
     assert calls_to_reach(ppo, 3.4) == 640 and calls_to_reach(ppo, 3.5) is None
     with open(task / "summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["method", "seed", "total", "length", "kl_ref",
-                                         "samples_generated", "reward_calls", "train_seconds"])  # fmt: skip
+                                         "samples_generated", "reward_calls", "reward_calls_run",
+                                         "train_seconds"])  # fmt: skip
         writer.writeheader()
         writer.writerow({"method": "pi_ref", "seed": "", "total": 3.0, "length": 9})
         for m, calls in (("nll", 0), ("a_lol", 1100), ("ppo", 640)):
             writer.writerow({"method": m, "seed": 0, "total": 3.3, "length": 8, "kl_ref": 1.5,
                              "samples_generated": calls, "reward_calls": calls,
+                             "reward_calls_run": calls,
                              "train_seconds": 10})  # fmt: skip
     written = plot_all(task, tmp_path / "figures", "chitchat")
     assert tmp_path / "figures" / "chitchat_cost.png" in written
     table = (tmp_path / "figures" / "chitchat_cost.md").read_text()
-    assert "| PPO | 1 | 640 | 640 | 10 | 2 | 3.450 | 1.5 | 8 |" in table
-    assert "| A-LoL | 1 | 1100 | 1100 | 10 | 0.5 | 3.400 |" in table
+    assert "| PPO | 1 | 640 | 640 | 640 | 10 | 2 | 3.450 | 1.5 | 8 |" in table
+    assert "| A-LoL | 1 | 1100 | 1100 | 1100 | 10 | 0.5 | 3.400 |" in table
     assert (
         "A-LoL's best validation reward (mean over seeds) 3.400: PPO reached it after 640" in table
     )

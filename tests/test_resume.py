@@ -65,6 +65,16 @@ def test_reuse_retrain_and_summaries(tmp_path):
     assert "left out of summary.csv: 1 run(s)" in out and "a_lol-s0" in out
     assert _methods(tmp_path) == ["pi_ref", "nll"]
 
+    # PPO beside it: the NLL run of the other family stays in the summary; a PPO flag retrains PPO
+    # alone, and the NLL run is reused
+    smoke = ["reproduce", "--preset", "smoke", "--no-progress"]
+    out = _run([*smoke, "--methods", "ppo"], tmp_path)
+    assert "PPO seed 0: test total" in out and _methods(tmp_path) == ["pi_ref", "nll", "ppo"]
+    out = _run([*smoke, "--methods", "nll,ppo", "--ppo.lr", "1e-3"], tmp_path)
+    assert "reused 1 finished run(s)" in out and "nll-s0" in out
+    assert "retrained ppo-s0 (config ppo.lr 0.0001 -> 0.001)" in out
+    assert _methods(tmp_path) == ["pi_ref", "nll", "ppo"]
+
 
 def test_duplicate_methods_and_seeds_are_refused(tmp_path):
     for flag, value in (("--methods", "nll,nll"), ("--seeds", "0,0")):

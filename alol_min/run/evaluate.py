@@ -80,12 +80,17 @@ def evaluate_policy(
 def kl_to_reference(
     policy, ref_model, tokenizer, prompts, decode: DecodeConfig, max_prompt_tokens: int
 ) -> float:
-    """KL(pi_theta || pi_ref) per response on the policy's own samples (sampled as `decode` samples,
-    seed decode.seed, the same for every model): the mean over prompts of
+    """KL(pi_theta || pi_ref) per response on the policy's own samples (seed decode.seed, the same
+    for every model): the mean over prompts of
 
         sum_t [log pi_theta(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t)],   y ~ pi_theta(.|x),
 
-    the k1 estimator that PPO's penalty uses, so every method's KL is measured alike."""
+    the k1 estimator that PPO's penalty uses, so every method's KL is measured alike. `decode` must
+    sample pi_theta itself (top_p 1, temperature 1): under truncation the replies come from another
+    distribution and the mean is no KL (it can fall below 0)."""
+    if decode.top_p != 1.0 or decode.temperature != 1.0:
+        raise ValueError(f"kl_to_reference samples pi_theta itself: top_p and temperature must be 1, "
+                         f"got {decode.top_p} and {decode.temperature}")  # fmt: skip
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = next(policy.parameters()).device
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)

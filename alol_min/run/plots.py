@@ -24,7 +24,7 @@ from alol_min.importance import clipped_share
 from alol_min.losses import METHODS
 
 TABLE_METRICS = ("total", "length", "distinct_1", "distinct_2", "distinct_3")
-COST_METRICS = ("samples_generated", "reward_calls", "train_seconds")
+COST_METRICS = ("samples_generated", "reward_calls", "reward_calls_run", "train_seconds")
 """summary.csv's cost columns: in the cost table (`plot_cost`), not the results table."""
 
 
@@ -212,7 +212,10 @@ def plot_all(task_dir: Path, figures_dir: Path, task: str) -> list[Path]:
         fig.tight_layout()
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
-    if "ppo" in runs:
+    validated = all(
+        any("val_total" in r for r in rows) for seeds in runs.values() for rows in seeds
+    )
+    if "ppo" in runs and validated:  # the cost figure draws validation reward
         written += plot_cost(Path(task_dir), figures_dir, task, runs)
     return written
 
@@ -269,7 +272,8 @@ def plot_cost(task_dir: Path, figures_dir: Path, task: str, runs: dict) -> list[
 
 
 def write_cost_table(task_dir: Path, figures_dir: Path, task: str, runs: dict) -> Path:
-    """Per method, mean over seeds: samples generated and reward calls up to the kept checkpoint,
+    """Per method, mean over seeds: samples generated and reward calls up to the kept checkpoint
+    (and reward calls of the whole run),
     training seconds and seconds per step, the best validation reward, test KL to pi_ref and
     length; and the reward calls PPO needed to reach A-LoL's best validation reward."""
     rows = defaultdict(list)
@@ -283,14 +287,15 @@ def write_cost_table(task_dir: Path, figures_dir: Path, task: str, runs: dict) -
         value = float(np.mean(values))
         return f"{value:.0f}" if key in COST_METRICS else f"{value:.3g}"
 
-    md = ["| method | seeds | samples generated | reward calls | train s | s / step | "
-          "best validation | test KL to pi_ref | test length |", "|" + "---|" * 9]  # fmt: skip
+    md = ["| method | seeds | samples generated | reward calls | reward calls, whole run | train s | "
+          "s / step | best validation | test KL to pi_ref | test length |", "|" + "---|" * 10]  # fmt: skip
     for method, seeds in runs.items():
         per_step = np.mean([rows_[-1]["seconds"] / rows_[-1]["step"] for rows_ in seeds])
         best = np.mean([_best_validation(r) for r in seeds])
         md.append(
             f"| {_label(method)} | {len(seeds)} | {mean(method, 'samples_generated')} | "
-            f"{mean(method, 'reward_calls')} | {mean(method, 'train_seconds')} | {per_step:.3g} | "
+            f"{mean(method, 'reward_calls')} | {mean(method, 'reward_calls_run')} | "
+            f"{mean(method, 'train_seconds')} | {per_step:.3g} | "
             f"{best:.3f} | {mean(method, 'kl_ref')} | {mean(method, 'length')} |"
         )
     if "ppo" in runs and "a_lol" in runs:

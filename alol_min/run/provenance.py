@@ -108,7 +108,11 @@ an edit of ppo.py never retrains A-LoL."""
 
 
 def method_family(method: str) -> str:
-    return "online" if method and method_spec(method).online else "offline"
+    """ "online" (PPO) or "offline"; a name no longer registered counts as offline."""
+    try:
+        return "online" if method and method_spec(method).online else "offline"
+    except ValueError:
+        return "offline"
 
 
 def job_config(cfg) -> dict:

@@ -107,9 +107,11 @@ def run(cfg: ReproduceConfig) -> Path:
     inputs["prompts"] = cache_key({"validation": list(val_prompts), "test": list(test_prompts)})
     config, source = job_config(cfg), package_sources()
     shared = shared_key(run_provenance("", 0, config, inputs, source))
+    # every family's key, whichever this call trains: earlier runs of the other family stay listed
     families = {method_family(m): summary_key(run_provenance(m, 0, config, inputs, source))
-                for m in cfg.methods}  # fmt: skip
-    sampled = with_decoding(cfg.eval_decode, "top-p")  # PPO's rollouts and the KL's samples
+                for m in ("nll", "ppo")}  # fmt: skip
+    sampled = with_decoding(cfg.eval_decode, "top-p")  # PPO's rollouts: the sampled test view
+    untruncated = dataclasses.replace(sampled, top_p=1.0)  # the KL's samples: y ~ pi_theta itself
     if writer:
         write_preparation(out, {"reward": reward_stats, **prep}, offline.advantage)
         protocol = {
@@ -125,7 +127,9 @@ def run(cfg: ReproduceConfig) -> Path:
         prompts = prompts[: cfg.n_kl_prompts]
         if not prompts:
             return {}
-        return {"kl_ref": kl_to_reference(policy, model, tokenizer, prompts, sampled, max_prompt)}
+        return {
+            "kl_ref": kl_to_reference(policy, model, tokenizer, prompts, untruncated, max_prompt)
+        }
 
     def validate(policy):
         scores, _ = evaluate_policy(
@@ -207,6 +211,7 @@ def run(cfg: ReproduceConfig) -> Path:
                        "kept_step": log[-1]["kept_step"],
                        "samples_generated": kept.get("samples_generated", 0),
                        "reward_calls": kept.get("reward_calls", 0),
+                       "reward_calls_run": log[-1].get("reward_calls", 0),
                        "train_seconds": log[-1].get("seconds", 0.0), **view_scores}  # fmt: skip
                 rows[view].append(row)
             if writer:

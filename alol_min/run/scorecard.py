@@ -256,6 +256,7 @@ def scorecard(
             "kl_ref",
             "samples_generated",
             "reward_calls",
+            "reward_calls_run",
             "train_seconds",
         }
         components = [  # the reward's parts ("<subset>/total" of hh-rlhf is not one)
