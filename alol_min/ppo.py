@@ -63,9 +63,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from alol_min.lm.batching import EncodedPairs, collate, encode_prompts, response_logprobs
-from alol_min.lm.generation import DecodeConfig, sample_response_ids
+from alol_min.lm.batching import encode_prompts, response_logprobs
+from alol_min.lm.generation import DecodeConfig
 from alol_min.lm.loop import JsonlLog
+from alol_min.run.evaluate import sampled_log_probs
 
 
 @dataclass
@@ -218,17 +219,14 @@ class Critic(nn.Module):
 @torch.no_grad()
 def rollout(policy, ref_model, tokenizer, prompts, reward, decode, max_prompt, seed):
     """Sample, score and evaluate one batch: the tensors of the update, and R."""
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt)
-    responses = sample_response_ids(policy, prompt_ids, decode, eos, pad, seed)
+    batch, responses, logp, ref_logp, mask = sampled_log_probs(
+        policy, ref_model, tokenizer, prompt_ids, decode, seed
+    )
     texts = [tokenizer.decode([t for t in r if t != eos], skip_special_tokens=True).strip()
              for r in responses]  # fmt: skip
-    encoded = EncodedPairs([p + r for p, r in zip(prompt_ids, responses)],
-                           [len(p) for p in prompt_ids])  # fmt: skip
-    device = next(policy.parameters()).device
-    batch = {k: v.to(device) for k, v in collate(encoded, range(len(encoded)), pad).items()}
-    logp, mask = response_logprobs(policy, batch)
-    ref_logp, _ = response_logprobs(ref_model, batch)
+    device = logp.device
     scores = reward(list(prompts), texts)["total"]
     if not np.all(np.isfinite(scores)):
         raise FloatingPointError(f"the reward returned a non-finite total: {scores}")

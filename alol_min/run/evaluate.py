@@ -91,16 +91,26 @@ def kl_to_reference(
     if decode.top_p != 1.0 or decode.temperature != 1.0:
         raise ValueError(f"kl_to_reference samples pi_theta itself: top_p and temperature must be 1, "
                          f"got {decode.top_p} and {decode.temperature}")  # fmt: skip
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    device = next(policy.parameters()).device
     prompt_ids = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     kl = []
     for start in range(0, len(prompt_ids), decode.batch_size):
         chunk = prompt_ids[start : start + decode.batch_size]
-        replies = sample_response_ids(policy, chunk, decode, eos, pad, decode.seed + start)
-        pairs = EncodedPairs([p + r for p, r in zip(chunk, replies)], [len(p) for p in chunk])
-        batch = {k: v.to(device) for k, v in collate(pairs, range(len(pairs)), pad).items()}
-        logp, mask = response_logprobs(policy, batch)
-        ref_logp, _ = response_logprobs(ref_model.eval(), batch)
+        _, _, logp, ref_logp, mask = sampled_log_probs(
+            policy, ref_model, tokenizer, chunk, decode, decode.seed + start
+        )
         kl += ((logp - ref_logp) * mask).sum(dim=1).tolist()
     return float(np.mean(kl)) if kl else float("nan")
+
+
+@torch.no_grad()
+def sampled_log_probs(policy, ref_model, tokenizer, prompt_ids, decode: DecodeConfig, seed: int):
+    """One reply sampled per prompt, and the per-token log-probs of its sampled ids (never
+    re-tokenised) under the policy and pi_ref: (batch, reply ids, logp, ref_logp, mask)."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    replies = sample_response_ids(policy, prompt_ids, decode, eos, pad, seed)
+    pairs = EncodedPairs([p + r for p, r in zip(prompt_ids, replies)], [len(p) for p in prompt_ids])
+    device = next(policy.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(pairs, range(len(pairs)), pad).items()}
+    logp, mask = response_logprobs(policy, batch)
+    ref_logp, _ = response_logprobs(ref_model.eval(), batch)
+    return batch, replies, logp, ref_logp, mask
