@@ -1,4 +1,4 @@
-"""Command line: `python -m alol_min {reproduce,train-ref,plot} --help`.
+"""Command line: `python -m alol_min {reproduce,train-ref,plot,exercises} --help`.
 
 The flags are derived from the config dataclasses by tyro (`run/config.py`): tyro reads the field
 docstrings the configs already carry, so every field is a flag, its docstring is the help and its
@@ -20,6 +20,7 @@ from typing import Literal
 
 import tyro
 
+from alol_min.exercises.student import write_students
 from alol_min.lm.generation import DecodeConfig, generate_responses
 from alol_min.lm.hub import HubUnavailableError
 from alol_min.lm.reference import reference_metrics, reference_policy
@@ -34,6 +35,7 @@ COMMANDS = {
     "reproduce": "the main job: pi_ref, reward, V_ref, advantages, every method, test evaluation",
     "train-ref": "train (or reuse) the reference policy pi_ref by NLL, print its perplexity and samples",
     "plot": "rebuild figures/ and the tables from results/*/ logs",
+    "exercises": "write the student notebooks (answers stubbed) from the solution notebooks",
 }
 
 
@@ -211,6 +213,30 @@ def cmd_plot(cfg: PlotConfig) -> None:
             print(f"wrote {path}")
 
 
+@dataclass
+class ExercisesConfig:
+    """Write notebooks/student/*.ipynb from the solution notebooks, every marked answer stubbed."""
+
+    notebooks: str = "notebooks"
+    """The folder of the solution notebooks."""
+    check: bool = False
+    """Write nothing; exit 1 if a committed student notebook differs from its solution's."""
+
+
+def cmd_exercises(cfg: ExercisesConfig) -> None:
+    try:
+        stale = write_students(Path(cfg.notebooks), check=cfg.check)
+    except (FileNotFoundError, ValueError) as error:
+        fail(f"exercises: error: {error}")
+    for path in stale:
+        print(f"{'stale' if cfg.check else 'wrote'} {path}")
+    if cfg.check and stale:
+        print("run `python -m alol_min exercises` to regenerate them", file=sys.stderr)
+        sys.exit(1)
+    if not stale:
+        print("student notebooks are up to date")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -237,5 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"reproduce: error: {error}")
     elif command == "train-ref":
         cmd_train_ref(train_ref_config(rest))
+    elif command == "exercises":
+        cmd_exercises(parse(ExercisesConfig, rest, "exercises"))
     else:
         cmd_plot(parse(PlotConfig, rest, "plot"))

@@ -181,6 +181,22 @@ def value_loss(
     return loss, masked_mean((clipped > unclipped).float(), mask)
 
 
+RHO_TOLERANCE = 1e-3
+"""|log rho| allowed before the first update of a rollout, where pi_theta is the sampling policy."""
+
+
+def check_on_policy(logp: Tensor, old_logp: Tensor, mask: Tensor, rollout_number: int) -> None:
+    """Before a rollout's first update rho = pi_theta / pi_old must be 1 on every response token:
+    otherwise the update's forward differs from the sampler's (dropout on, other padding), and
+    the clipped surrogate would start off-policy without saying so."""
+    gap = float(torch.where(mask.bool(), (logp - old_logp).abs(), 0.0).max()) if mask.any() else 0.0
+    if gap > RHO_TOLERANCE:
+        raise RuntimeError(
+            f"ppo: rollout {rollout_number}: |log rho| = {gap:.2e} before the first update "
+            f"(expected <= {RHO_TOLERANCE}): the update's forward pass differs from the sampler's"
+        )
+
+
 class AdaptiveKL:
     """Ziegler et al.'s controller: beta <- beta (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon),
     n the responses of the rollout; target None keeps beta fixed."""
@@ -296,11 +312,13 @@ def train_ppo(
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             advantages = masked_whiten(advantages, mask)
         stats = []
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             order = torch.randperm(cfg.rollout_prompts, generator=generator)
-            for mb in order.split(cfg.minibatch_size):
+            for i, mb in enumerate(order.split(cfg.minibatch_size)):
                 sub = {k: v[mb] for k, v in batch.items()}
                 logp, _ = response_logprobs(policy, sub)
+                if epoch == 0 and i == 0:
+                    check_on_policy(logp.detach(), old_logp[mb], mask[mb], step + 1)
                 pg, pg_clip = policy_loss(logp, old_logp[mb], advantages[mb], mask[mb],
                                           cfg.cliprange)  # fmt: skip
                 vf, vf_clip = value_loss(critic(sub), old_values[mb], returns[mb], mask[mb],

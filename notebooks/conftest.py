@@ -10,6 +10,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The student notebooks are a student's to edit: tests/test_exercises.py checks that they are
+# generated from the solutions and print "not implemented yet", and nbval never runs them.
+collect_ignore_glob = ["student/*"]
+
 
 def pytest_collection_modifyitems(items):
     for item in items:

@@ -17,6 +17,7 @@ SERIES = [
     "07_baselines",
     "08_reproduce_the_paper",
     "09_gpt2_scale",
+    "10_exercises",
 ]
 
 

@@ -11,6 +11,7 @@ from alol_min.lm.generation import DecodeConfig, generate_responses
 from alol_min.ppo import (
     AdaptiveKL,
     PPOConfig,
+    check_on_policy,
     gae,
     kl_penalised_rewards,
     last_token,
@@ -118,6 +119,15 @@ def test_config_refuses_a_ragged_minibatch(micro_policy):
     with pytest.raises(ValueError, match="rollout_prompts \\(10\\) must be a multiple"):
         train_ppo(model, tokenizer, ["hi"], None, PPOConfig(rollout_prompts=10), DecodeConfig(),
                   cfg.max_prompt_tokens)  # fmt: skip
+
+
+def test_check_on_policy_refuses_an_off_policy_start():
+    logp = torch.tensor([[-1.0, -2.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    check_on_policy(logp, logp + 1e-5, mask, 1)  # rho = 1 up to float noise
+    check_on_policy(logp, torch.tensor([[-1.0, -2.0, -9.0]]), mask, 1)  # padding is never read
+    with pytest.raises(RuntimeError, match="rollout 3: \\|log rho\\| = 5.00e-02 before the first"):
+        check_on_policy(logp, logp - 0.05, mask, 3)
 
 
 def short_words(prompts, responses):
