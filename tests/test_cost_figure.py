@@ -3,7 +3,8 @@
 import csv
 import json
 
-from alol_min.run.plots import calls_to_reach, plot_all
+from alol_min.losses import METHODS
+from alol_min.run.plots import METHOD_COLOURS, calls_to_reach, plot_all, write_index
 
 
 def _run(task, name, rows):
@@ -44,3 +45,17 @@ def test_cost_table_and_calls_to_reach(tmp_path):
     )
     results = (tmp_path / "figures" / "chitchat_results.md").read_text()
     assert "reward_calls" not in results and "kl_ref" in results  # costs live in the cost table
+
+
+def test_every_method_has_its_own_colour():
+    assert set(METHOD_COLOURS) == set(METHODS)
+    assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)
+
+
+def test_figure_index_lists_every_png_with_its_caption(tmp_path):
+    for name in ("tiny-hh_cost.png", "chitchat-low-rated_advantages.png", "odd.png"):
+        (tmp_path / name).write_bytes(b"")
+    text = write_index(tmp_path).read_text()
+    assert "| [tiny-hh_cost.png](tiny-hh_cost.png) | tiny-hh: validation reward against" in text
+    assert "| chitchat-low-rated: the training set's advantages" in text
+    assert "| [odd.png](odd.png) | (no caption: an unknown kind) |" in text

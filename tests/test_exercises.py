@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from nbclient import NotebookClient
 
+from alol_min.cli import main
 from alol_min.exercises import EXERCISES, check
 from alol_min.exercises.alol import response_log_probs
 from alol_min.exercises.student import STUB, strip_solutions, student_paths, write_students
@@ -340,3 +341,17 @@ def test_student_notebook_runs_and_reports_not_implemented():
         ]
         assert printed == expected
         assert not any(o.output_type == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_exercises_command_writes_then_checks(tmp_path, capsys):
+    (tmp_path / "10_exercises.ipynb").write_text((NOTEBOOKS / "10_exercises.ipynb").read_text())
+    with pytest.raises(SystemExit) as stop:
+        main(["exercises", "--notebooks", str(tmp_path), "--check"])
+    assert stop.value.code == 1 and "stale" in capsys.readouterr().out
+    main(["exercises", "--notebooks", str(tmp_path)])
+    assert (tmp_path / "student" / "10_exercises.ipynb").exists()
+    main(["exercises", "--notebooks", str(tmp_path), "--check"])
+    assert "student notebooks are up to date" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["exercises", "--notebooks", str(tmp_path / "missing")])
+    assert stop.value.code == 2

@@ -32,6 +32,20 @@ def _label(method: str) -> str:
     return METHODS[method].label if method in METHODS else method
 
 
+METHOD_COLOURS = {
+    "a_lol": "tab:green", "a_lol_ref_free": "tab:olive", "a_lol_seq": "tab:red",
+    "a_lol_kl": "tab:purple", "nll": "tab:blue", "wbc": "tab:cyan", "r_gold": "tab:orange",
+    "r_lol": "tab:brown", "dpo": "tab:pink", "dpo_ref_free": "#f7b6d2", "pro": "tab:gray",
+    "ppo": "black", "a_lol_no_clamp": "#98df8a", "a_lol_good_random": "#9edae5",
+}  # fmt: skip
+"""One colour per method, the same in every figure."""
+
+
+def method_colour(method: str):
+    """The method's colour; a name outside the registry gets a light grey."""
+    return METHOD_COLOURS.get(method, "#c7c7c7")
+
+
 def _online(method: str) -> bool:
     return method in METHODS and METHODS[method].online
 
@@ -132,8 +146,9 @@ def _curves(ax, runs, key: str, ylabel: str, smooth: int = 1):
             steps = steps[smooth - 1 :]
         mean = values.mean(0)
         (line,) = ax.plot(
-            steps, mean, marker="o" if smooth == 1 else None, ms=3, label=_label(method)
-        )
+            steps, mean, marker="o" if smooth == 1 else None, ms=3, label=_label(method),
+            color=method_colour(method),
+        )  # fmt: skip
         if len(values) > 1:
             std = values.std(0, ddof=1)
             ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
@@ -248,14 +263,16 @@ def plot_cost(task_dir: Path, figures_dir: Path, task: str, runs: dict) -> list[
             n = min(len(p) for p in points)
             x = np.mean([[c for c, _ in p[:n]] for p in points], axis=0)
             y = np.array([[v for _, v in p[:n]] for p in points])
-            (line,) = axes[1].plot(x, y.mean(0), marker="o", ms=3, label=_label(method))
+            (line,) = axes[1].plot(x, y.mean(0), marker="o", ms=3, label=_label(method),
+                                   color=method_colour(method))  # fmt: skip
             if len(y) > 1:
                 sd = y.std(0, ddof=1)
                 axes[1].fill_between(x, y.mean(0) - sd, y.mean(0) + sd, color=line.get_color(),
                                      alpha=0.2)  # fmt: skip
         else:  # every call is paid before the first step: a point, then its best level
             cost = seeds[0][0].get("reward_calls", 0)
-            axes[1].plot([cost], [best], marker="s", ms=6, ls="none", label=_label(method))
+            axes[1].plot([cost], [best], marker="s", ms=6, ls="none", label=_label(method),
+                         color=method_colour(method))  # fmt: skip
             axes[1].axhline(best, color=axes[1].lines[-1].get_color(), ls="--", lw=1)
     axes[1].set_xlabel("reward calls (training)")
     axes[1].set_title(f"{task}: (b) against reward calls (offline: paid once, dashed: best)",
@@ -337,7 +354,7 @@ def _importance_histogram(ax, task_dir: Path, method: str = "a_lol") -> None:
             fontsize=10,
         )
     ax.set_xlabel(
-        "log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: 1 ± ε)"
+        "log r = log pi_theta(y|x) - log pi_ref(y|x)  (|log r| > 8 shown at ±8; dashed: log(1 ± ε))"
     )
     ax.set_ylabel("probe pairs (A > 0)")
 
@@ -379,6 +396,7 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
             yerr=sds,
             capsize=3,
             label=_label(method),
+            color=method_colour(method),
         )
         heights += means
         md.append(
@@ -391,15 +409,43 @@ def plot_noisy(results_dir: Path, figures_dir: Path, task: str) -> Path | None:
         ax.axhline(ref[0], color="k", ls=":", lw=1, label="pi_ref")
     ax.set_xticks(range(2), [f"trained on {pool} replies" for pool in tables])
     ax.set_ylabel("test reward (mean ± sd over seeds)")
-    ax.set_title(f"{task}: noisy data ({low}) against clean ({high})", fontsize=10)
+    ax.set_title(f"{task}: trained on {low} against {high} replies", fontsize=10)
     shown = [h for h in heights + ref if np.isfinite(h)]
-    if shown:  # bars start at the axis floor: zoom in on the range that differs
-        ax.set_ylim(min(shown) - 0.1, max(shown) + 0.1)
-    ax.legend(fontsize=8)
+    if shown:  # bars start at 0, never at a truncated floor; room above for the legend
+        ax.set_ylim(0, max(shown) * 1.25)
+    ax.legend(fontsize=8, ncols=2)
     figures_dir.mkdir(parents=True, exist_ok=True)
     path = figures_dir / f"{task}_noisy_data.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     (figures_dir / f"{task}_noisy_data.md").write_text("\n".join(md) + "\n")
+    return path
+
+
+FIGURE_KINDS = {
+    "training_curves": "validation reward against training step, mean ± sd over seeds: the A-LoL "
+    "variants (left), the baselines with A-LoL (right)",
+    "importance_weights": "A-LoL's sequence ratios r at the kept checkpoint (left) and the share of "
+    "weights at the clip bounds during training (right)",
+    "advantages": "the training set's advantages A = R - V_ref(x); green: the leftovers (A > 0)",
+    "noisy_data": "test reward after training on the low-rated (noisy) against the high-rated replies",
+    "cost": "validation reward against training steps and against reward calls: NLL, A-LoL, PPO",
+}
+"""What each kind of figure shows, for the index (`write_index`)."""
+
+
+def write_index(figures_dir: Path) -> Path:
+    """figures/README.md: every PNG in the folder with one line saying what it shows."""
+    lines = ["# Figures", "",
+             "Rebuilt from the committed logs in `results/` by `python -m alol_min plot`. "
+             "`<task>-low-rated` and `<task>-high-rated` are the noisy-data runs' folders.", "",
+             "| figure | what it shows |", "|---|---|"]  # fmt: skip
+    for png in sorted(Path(figures_dir).glob("*.png")):
+        kind = next((k for k in FIGURE_KINDS if png.stem.endswith(f"_{k}")), None)
+        task = png.stem[: -len(kind) - 1] if kind else png.stem
+        caption = f"{task}: {FIGURE_KINDS[kind]}" if kind else "(no caption: an unknown kind)"
+        lines.append(f"| [{png.name}]({png.name}) | {caption} |")
+    path = Path(figures_dir) / "README.md"
+    path.write_text("\n".join(lines) + "\n")
     return path
