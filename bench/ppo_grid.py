@@ -7,9 +7,10 @@ at the default lr, then each other lr at the default beta (2 * 2 + 1 = 5 runs wi
 defaults). The task, pi_ref and the offline set come from the `--preset` (cached, as `reproduce`
 builds them); each run is `ppo.train_ppo` with the main job's validation and model selection, its
 rollouts sampled as the top-p test view, and is scored on `--n-test` test prompts under the job's
-main decoding by the test reward, with the KL to pi_ref on sampled replies. Resumable: a config
-already in `--out` (same preset, task and settings) is not run again; the file is rewritten after
-each run.
+main decoding by the test reward, with the KL to pi_ref on sampled replies. A-LoL (seed 0, the
+preset's offline settings) is trained and tested the same way, with the reward calls it paid
+(`reproduce.offline_costs`), as the point PPO is measured against. Resumable: a config already in
+`--out` (same preset, task and settings) is not run again; the file is rewritten after each run.
 """
 
 import argparse
@@ -24,7 +25,8 @@ from alol_min.ppo import train_ppo
 from alol_min.run.config import preset
 from alol_min.run.evaluate import evaluate_policy, kl_to_reference
 from alol_min.run.prepare import prepare_offline
-from alol_min.run.reproduce import resolved
+from alol_min.run.reproduce import offline_costs, resolved
+from alol_min.run.train import train_offline
 from alol_min.tasks import load_task
 
 
@@ -57,7 +59,9 @@ def main() -> None:
     pi_ref, tokenizer, ref_folder = reference_policy(
         task.data, model_cfg, cfg.sft, task=args.task, progress=False
     )
-    _, _, _, train_pairs = prepare_offline(cfg, task, pi_ref, tokenizer, model_cfg, ref_folder)
+    offline, _, _, train_pairs = prepare_offline(
+        cfg, task, pi_ref, tokenizer, model_cfg, ref_folder
+    )
     data, max_prompt = task.data, model_cfg.max_prompt_tokens
     val_prompts = data["validation"]["prompt"][-cfg.n_val_eval :]
     test_prompts = data["test"]["prompt"][: args.n_test]
@@ -103,8 +107,27 @@ def main() -> None:
                **test(policy), "seconds": round(time.time() - start, 1)}  # fmt: skip
         report["runs"].append(row)
         print(json.dumps(row))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1))
+        save(args.out, report)
+    if "a_lol" not in report:
+        start = time.time()
+        policy, log = train_offline(
+            pi_ref, "a_lol", offline, dataclasses.replace(cfg.offline, seed=args.seed),
+            tokenizer.pad_token_id, validate=validate, progress=False,
+        )  # fmt: skip
+        value_samples = len(data["validation"]["prompt"][: cfg.n_value_prompts])
+        cost = offline_costs(
+            "a_lol", len(offline.encoded), value_samples * cfg.value.samples_per_prompt
+        )
+        report["a_lol"] = {"kept_step": log[-1]["kept_step"], "steps": log[-1]["step"],
+                           "best_val_total": max(r.get("val_total", -1e9) for r in log), **cost,
+                           **test(policy), "seconds": round(time.time() - start, 1)}  # fmt: skip
+        print(f"a_lol: {report['a_lol']}")
+        save(args.out, report)
+
+
+def save(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
