@@ -26,7 +26,8 @@ from alol_min.lm.hub import HubUnavailableError
 from alol_min.lm.reference import reference_metrics, reference_policy
 from alol_min.lm.sft import SFTConfig
 from alol_min.run.config import PRESETS, ConfigError, ReproduceConfig, check_config, preset
-from alol_min.run.plots import plot_all, plot_noisy, write_index
+from alol_min.run.figure_index import write_index
+from alol_min.run.plots import plot_all, plot_noisy
 from alol_min.run.reproduce import run
 from alol_min.tasks import TASKS, ChitchatConfig, load_data
 from alol_min.tasks.base import DataError

@@ -4,7 +4,8 @@ import csv
 import json
 
 from alol_min.losses import METHODS
-from alol_min.run.plots import METHOD_COLOURS, calls_to_reach, plot_all, write_index
+from alol_min.run.figure_index import write_index
+from alol_min.run.plots import METHOD_COLOURS, calls_to_reach, plot_all
 
 
 def _run(task, name, rows):

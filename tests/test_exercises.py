@@ -185,7 +185,13 @@ def _surrogate(logp, old_logp, advantages, mask, cliprange, *, use_min=False,
     return per.mean() if plain_mean else (per * mask).sum() / mask.sum()
 
 
-def _gae(rewards, values, mask, gamma, lam, *, no_lambda=False, bootstrap_pad=False, forward=False):
+def iw_ignores_mask(logp, ref_logp, mask, clip):
+    r = (logp - ref_logp).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1).detach().exp()
+    return r if clip is None else r.clamp(1 - clip, 1 + clip)
+
+
+def _gae(rewards, values, mask, gamma, lam, *, no_lambda=False, bootstrap_pad=False, forward=False,
+         no_gamma=False):  # fmt: skip
     T = rewards.shape[1]
     adv = torch.zeros_like(rewards)
     nv = torch.zeros(rewards.shape[0])
@@ -194,7 +200,8 @@ def _gae(rewards, values, mask, gamma, lam, *, no_lambda=False, bootstrap_pad=Fa
     for t in order:
         m = mask[:, t]
         delta = rewards[:, t] + gamma * nv - values[:, t]
-        adv[:, t] = (delta + (0 if no_lambda else gamma * lam) * na) * m
+        carry = 0 if no_lambda else (lam if no_gamma else gamma * lam)
+        adv[:, t] = (delta + carry * na) * m
         nv = values[:, t] if bootstrap_pad else values[:, t] * m
         na = adv[:, t]
     return adv, (adv + values) * mask
@@ -230,7 +237,7 @@ PLANTED = [
     ("ridge_value", "bias penalised", partial(_ridge, penalise_bias=True), "more prompts"),
     ("ridge_value", "y not centred", partial(_ridge, centre=False), "more prompts"),
     ("ridge_value", "alpha ignored", partial(_ridge, use_alpha=False), "more prompts"),
-    ("dpo_loss", "log of sigmoid", partial(_dpo, naive_log=True), "margin of -400"),
+    ("dpo_loss", "log of sigmoid", partial(_dpo, naive_log=True), "margin of 30"),
     ("dpo_loss", "reference term added", partial(_dpo, sign=-1), "random pairs"),
     ("dpo_loss", "log-probs averaged over tokens", partial(_dpo, mean=True), "random pairs"),
     ("dpo_loss", "no reference", partial(_dpo, no_ref=True), "random pairs"),
@@ -240,6 +247,13 @@ PLANTED = [
     ("gae", "no lambda", partial(_gae, no_lambda=True), "lambda = 0.95"),
     ("gae", "bootstraps from padding", partial(_gae, bootstrap_pad=True), "past the end"),
     ("gae", "runs forwards in time", partial(_gae, forward=True), "lambda = 0.95"),
+    (
+        "gae",
+        "no gamma in the recursion",
+        partial(_gae, no_gamma=True),
+        "gamma = 0.9, lambda = 0.95",
+    ),
+    ("importance_weight", "mask ignored", iw_ignores_mask, "random batch"),
 ]
 
 
@@ -279,6 +293,68 @@ def test_not_implemented_and_crashes_are_one_line():
         assert repr(r) == f"{ex.title}: not implemented yet (write {ex.signature})"
         r = check(name, crash)
         assert r.status == "failed" and "raised IndexError: list index out of range" in r.message
+
+
+def _step_float32(model, optimizer, data, batch_size, generator, clip):
+    a = data["advantage"]
+    idx = torch.multinomial(a.clamp(min=0), batch_size, replacement=True, generator=generator)
+    logp = response_log_probs(model, data["input_ids"][idx])
+    mask = data["response_mask"][idx].bool()
+    w = torch.where(mask, logp - data["ref_logp"][idx], 0.0).sum(-1).detach().exp()
+    loss = a[idx].clamp(min=0) * w.clamp(1 - clip, 1 + clip) * -torch.where(mask, logp, 0.0).sum(-1)
+    optimizer.zero_grad()
+    loss.mean().backward()
+    optimizer.step()
+    return loss.mean().item()
+
+
+OTHER_CORRECT = [
+    ("dpo_loss", "-logsigmoid", lambda logp_chosen, mask_chosen, logp_rejected, mask_rejected,
+     ref_logp_chosen, ref_logp_rejected, beta: -F.logsigmoid(beta * (
+         (_seq(logp_chosen, mask_chosen) - _seq(ref_logp_chosen, mask_chosen))
+         - (_seq(logp_rejected, mask_rejected) - _seq(ref_logp_rejected, mask_rejected))))),
+    ("importance_weight", "numpy float64 output", lambda logp, ref_logp, mask, clip: np.clip(
+        np.exp(_seq(logp - ref_logp, mask).detach().double().clamp(-50, 50).numpy()),
+        *((1 - clip, 1 + clip) if clip is not None else (None, np.inf)))),
+    ("alol_step", "float32 weights in multinomial", _step_float32),
+    ("priority_sampling", "a list of floats", lambda advantage: (
+        (advantage.clamp(min=0) / advantage.clamp(min=0).sum()).tolist()
+        if (advantage > 0).any() else (_ for _ in ()).throw(ValueError("none")))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "what", "fn"), OTHER_CORRECT, ids=[o[1] for o in OTHER_CORRECT])
+def test_other_correct_answers_pass(name, what, fn):
+    result = check(name, fn)
+    assert result.status == "passed", f"{what}: {result.message}"
+
+
+def test_odd_answers_are_named_not_raised():
+    for name in ("gae", "ridge_value", "noise_ceiling", "alol_step"):
+        assert (
+            "returned None: did it forget to `return`" in check(name, lambda *a, **k: None).message
+        )
+    grads = check("importance_weight", lambda logp, ref_logp, mask, clip: list(logp.sum(-1)))
+    assert grads.status == "failed" and "Traceback" not in grads.message
+
+    def inplace(logp, ref_logp, mask, clip):
+        r = torch.where(mask.bool(), logp, 0.0).sum(-1).exp()
+        r.clamp_(0, 1)
+        return r
+
+    assert check("importance_weight", inplace).status == "failed"
+
+
+def test_a_missing_helper_is_named():
+    def importance_weight(logp, ref_logp, mask, clip):
+        raise NotImplementedError
+
+    def a_lol_loss(logp, mask, ref_logp, advantage, clip):
+        return advantage * importance_weight(logp, ref_logp, mask, clip)
+
+    r = check("a_lol_loss", a_lol_loss)
+    assert r.status == "not implemented"
+    assert "it calls importance_weight(), which is not written yet" in r.message
 
 
 def test_checks_are_deterministic():

@@ -20,7 +20,7 @@ a hint. A function that raises NotImplementedError gets "not implemented yet".
 | check_priority_sampling    | p_i = A+_i / sum_j A+_j                       | advantage.py           |
 | check_alol_step            | one training step: draw, weight, loss, update | exercises.alol         |
 | check_noise_ceiling        | the R^2 ceiling of any V                      | values.noise_ceiling   |
-| check_ridge_value          | V_ref's ridge fit                             | values.RidgeValue      |
+| check_ridge_value          | V_ref's ridge fit                             | values._ridge          |
 | check_dpo_loss             | -log sigma(beta h)                            | losses.dpo_loss        |
 | check_ppo_surrogate        | PPO's clipped surrogate                       | ppo.policy_loss        |
 | check_gae                  | generalised advantage estimation              | ppo.gae                |

@@ -57,7 +57,13 @@ IMPORTANCE_WEIGHT = Exercise(
 # ---- 2-4. the A-LoL loss and two variants ----------------------------------------------------
 
 
-def _alol_cases(loss_kw: dict, spread: float = 0.5) -> list[Case]:
+FAR_HINT = (
+    "clamp r itself (not log r) to [1 - eps, 1 + eps], and keep the gradient of the NLL "
+    "(this is not PPO's min of the clipped and unclipped terms)"
+)
+
+
+def _alol_cases(loss_kw: dict, spread: float = 0.5, far_hint: str = FAR_HINT) -> list[Case]:
     def a(sign):
         return lambda g: advantages(g, 4, sign)
 
@@ -69,8 +75,7 @@ def _alol_cases(loss_kw: dict, spread: float = 0.5) -> list[Case]:
         Case("padding holds -inf", _with({"advantage": a("positive"), **loss_kw}, pad="-inf"),
              MASK_HINT, grad_of="logp"),
         Case("ratios far outside the clip", _with({"advantage": a("positive"), **loss_kw}, spread=2.0),
-             "the weight is detached: the gradient is -A+ * weight * grad log pi, with no term from "
-             "the weight's own dependence on logp", grad_of="logp"),
+             far_hint, grad_of="logp"),
     ]  # fmt: skip
 
 
@@ -87,7 +92,8 @@ A_LOL_LOSS = Exercise(
 A_LOL_SEQ_LOSS = Exercise(
     "A-LoL seq loss",
     a_lol_seq_loss,
-    _alol_cases({"clip": 0.9}, spread=1.0) + [
+    _alol_cases({"clip": 0.9}, spread=1.0, far_hint="clamp each rho_t = exp(logp_t - ref_logp_t) "
+                "to [1 - eps, 1 + eps] and detach it") + [
         Case("per-token ratios, eps = 0.2", _with({"advantage": lambda g: advantages(g, 4, "positive"),
                                                  "clip": 0.2}, spread=0.5),
              "one ratio per token, rho_t = exp(logp_t - ref_logp_t), each clamped to [1 - eps, 1 + eps]: "
@@ -99,7 +105,8 @@ A_LOL_SEQ_LOSS = Exercise(
 A_LOL_KL_LOSS = Exercise(
     "A-LoL KL loss",
     a_lol_kl_loss,
-    _alol_cases({"kl_beta": 0.1}) + [
+    _alol_cases({"kl_beta": 0.1}, far_hint="A-LoL KL has no weight to clip: its KL term's "
+                "gradient is beta * grad log pi_theta, whatever the ratio") + [
         Case("a large beta", _with({"advantage": lambda g: advantages(g, 4), "kl_beta": 2.0}),
              "L = A+ * NLL + beta * (log pi_theta(y|x) - log pi_ref(y|x)); the KL term is not "
              "multiplied by A+ and is not detached", grad_of="logp"),
@@ -230,6 +237,8 @@ def run_steps(fn, inputs: dict) -> dict:
 
 def _compare_steps(expected: dict, got: dict) -> str | None:
     for i, (e, o) in enumerate(zip(expected["losses"], got["losses"])):
+        if o is None:
+            return f"step {i + 1} returned None: did it forget to `return` the loss?"
         try:
             o = float(o)
         except (TypeError, ValueError):

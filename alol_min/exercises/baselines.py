@@ -21,8 +21,10 @@ def _pair(
     def make(g):
         w = log_probs(g, width=widths[0], spread=spread, pad=pad)
         lo = log_probs(g, width=widths[1], spread=spread, pad=pad)
-        if margin:  # push the chosen reply far above the rejected one under pi_theta
-            lo["logp"] = (lo["logp"].detach() - margin).requires_grad_(True)
+        if margin:  # the rejected reply's first token `margin` nats less likely under pi_theta
+            shifted = lo["logp"].detach().clone()
+            shifted[:, 0] -= margin
+            lo["logp"] = shifted.requires_grad_(True)
         return {"logp_chosen": w["logp"], "mask_chosen": w["mask"], "logp_rejected": lo["logp"],
                 "mask_rejected": lo["mask"], "ref_logp_chosen": w["ref_logp"],
                 "ref_logp_rejected": lo["ref_logp"], "beta": beta}  # fmt: skip
@@ -41,14 +43,17 @@ DPO_LOSS = Exercise(
              "chosen and rejected have their own masks and widths: sum each over its own tokens",
              grad_of="logp_rejected"),
         Case("padding holds -inf", _pair(pad="-inf"), MASK_HINT, grad_of="logp_chosen"),
-        Case("a margin of 400 nats, beta = 1", _pair(beta=1.0, margin=400.0),
-             "-log sigmoid(x) = softplus(-x): log(sigmoid(x)) underflows to -inf for x << 0 and to 0 "
-             "too early for x >> 0", grad_of="logp_chosen"),
+        Case("a margin of 30 nats, beta = 1", _pair(beta=1.0, margin=30.0),
+             "-log sigmoid(x) = softplus(-x): 1 - sigmoid(x) rounds to 0 for x >> 0 in float32, so "
+             "-log(sigmoid(x)) gives 0 where the loss is about e^-x", grad_of="logp_chosen"),
         Case("a margin of -400 nats, beta = 1", _pair(beta=1.0, margin=-400.0),
-             "-log sigmoid(x) = softplus(-x) = log(1 + exp(-x)) without overflow", grad_of="logp_chosen"),
+             "-log sigmoid(x) = softplus(-x) = log(1 + exp(-x)): log(sigmoid(x)) underflows to -inf "
+             "for x << 0", grad_of="logp_chosen"),
     ],
     "dpo_loss(logp_chosen, mask_chosen, logp_rejected, mask_rejected, ref_logp_chosen, "
     "ref_logp_rejected, beta) -> L [B]",
+    rtol=1e-4,
+    atol=0.0,  # relative only: a loss of e^-30 must not pass as 0
 )  # fmt: skip
 
 
@@ -87,8 +92,9 @@ PPO_SURROGATE = Exercise(
              "negated terms (the min of the objectives), per token, then the mean over response tokens",
              grad_of="logp"),
         Case("A < 0 and rho far from 1", _surrogate("negative", spread=1.0),
-             "for A < 0 the pessimistic term is the larger -A rho: a rho below 1 - eps still "
-             "gets its gradient; use max on the losses, not min", grad_of="logp"),
+             "take the max of the two losses, not the min: for A < 0 a rho above 1 + eps keeps "
+             "its gradient (-A rho is the larger term), and below 1 - eps the clipped term wins, "
+             "so the gradient is 0", grad_of="logp"),
         Case("A > 0 and rho far from 1", _surrogate("positive", spread=1.0),
              "clip rho, never the advantage; rho = exp(logp - old_logp) per token", grad_of="logp"),
         Case("padding holds large advantages", _surrogate(pad=50.0),
@@ -145,6 +151,8 @@ GAE = Exercise(
              "with gamma = lambda = 1, A_t = (sum of r from t on) - V_t"),
         Case("lambda = 0: one-step TD", _gae_case(0.9, 0.0),
              "with lambda = 0, A_t = r_t + gamma V_{t+1} - V_t"),
+        Case("gamma = 0.9, lambda = 0.95", _gae_case(0.9, 0.95),
+             "the recursion carries gamma too: A_t = delta_t + gamma * lambda * A_{t+1}"),
         Case("values past the end of a response are not 0", _gae_case(1.0, 0.95, pad_values=True),
              "V = 0 after a response's final token: never bootstrap from a padding position's value, "
              "and give advantages and returns 0 outside the mask"),

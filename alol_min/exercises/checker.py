@@ -11,6 +11,7 @@ yet", so a fresh student notebook runs from top to bottom.
 from __future__ import annotations
 
 import copy
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -73,6 +74,9 @@ class Exercise:
     extra: dict = field(default_factory=dict)
 
 
+NONE_RETURNED = "your function returned None: did it forget to `return` its result?"
+
+
 def _fmt(x) -> str:
     a = np.asarray(x, dtype=float).reshape(-1)
     shown = ", ".join(f"{v:.4f}" for v in a[:6])
@@ -80,11 +84,18 @@ def _fmt(x) -> str:
 
 
 def _as_array(x, what: str) -> tuple[np.ndarray | None, str | None]:
+    if x is None:
+        return None, NONE_RETURNED
     if isinstance(x, torch.Tensor):
         return x.detach().double().cpu().numpy(), None
+    if isinstance(x, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in x) and x:
+        try:
+            return torch.stack([v.detach().double().cpu() for v in x]).numpy(), None
+        except RuntimeError:
+            pass
     try:
         return np.asarray(x, dtype=float), None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         return None, f"{what} is a {type(x).__name__}, expected a tensor or an array of numbers"
 
 
@@ -141,7 +152,24 @@ def run_exercise(ex: Exercise, fn: Callable, *, seed: int = 0) -> CheckResult:
     return _run(ex, fn, seed)
 
 
+def _not_implemented(ex: Exercise, fn: Callable, error: NotImplementedError) -> CheckResult:
+    """ "not implemented yet", naming the function that raised when it is not `fn` itself."""
+    frames = traceback.extract_tb(error.__traceback__)
+    raiser = frames[-1].name if frames else None
+    own = getattr(fn, "__name__", None)
+    if raiser in (own, "<lambda>", None) or own in (None, "<lambda>"):
+        message = f"{ex.title}: not implemented yet (write {ex.signature})"
+    else:
+        message = f"{ex.title}: not implemented yet: it calls {raiser}(), which is not written yet"
+    return CheckResult(ex.title, "not implemented", message)
+
+
 def _run(ex: Exercise, fn: Callable, seed: int) -> CheckResult:
+    with torch.enable_grad():  # gradients are compared even if the caller switched them off
+        return _cases(ex, fn, seed)
+
+
+def _cases(ex: Exercise, fn: Callable, seed: int) -> CheckResult:
     call = ex.runner or (lambda f, inputs: f(**inputs))
     for i, case in enumerate(ex.cases):
         inputs = case.make(torch.Generator().manual_seed(seed + 1000 * i))
@@ -152,12 +180,8 @@ def _run(ex: Exercise, fn: Callable, seed: int) -> CheckResult:
             expected = e
         try:
             got = call(fn, mine)
-        except NotImplementedError:
-            return CheckResult(
-                ex.title,
-                "not implemented",
-                f"{ex.title}: not implemented yet (write {ex.signature})",
-            )
+        except NotImplementedError as e:
+            return _not_implemented(ex, fn, e)
         except Exception as e:  # the student's bug, reported in one line, never a traceback
             if isinstance(expected, ValueError) and isinstance(e, ValueError):
                 continue
@@ -169,26 +193,40 @@ def _run(ex: Exercise, fn: Callable, seed: int) -> CheckResult:
                 i,
                 f"expected a ValueError ({expected}), but your function returned {_fmt_any(got)}",
             )
-        compare = ex.compare or (lambda a, b: compare_arrays(a, b, ex.rtol, ex.atol))
-        problem = compare(expected, got)
-        if problem is None and case.verify is not None:
-            problem = case.verify(got, mine)
-        if problem is None and case.grad_of is not None:
-            g_ref = _grad(expected, ref_in[case.grad_of])
-            g_got = _grad(got, mine[case.grad_of])
-            if g_got is None and g_ref is not None:
-                problem = (
-                    f"your output carries no gradient with respect to {case.grad_of}: "
-                    "is the whole result detached or computed outside autograd?"
-                )
-            elif g_ref is not None:
-                diff = compare_arrays(g_ref, g_got, ex.rtol, ex.atol)
-                if diff is not None:
-                    problem = f"the values match but the gradient with respect to {case.grad_of} does not: {diff}"
+        try:
+            problem = _judge(ex, case, expected, got, ref_in, mine)
+        except Exception as e:  # e.g. a backward pass through the student's in-place edit
+            problem = f"checking your answer raised {_error_line(e)}"
         if problem is not None:
             return _failed(ex, case, i, problem)
     n = len(ex.cases)
     return CheckResult(ex.title, "passed", f"{ex.title}: correct on all {n} cases", None, n)
+
+
+def _judge(ex: Exercise, case: Case, expected, got, ref_in: dict, mine: dict) -> str | None:
+    """What is wrong with `got` on this case (values, the case's own test, the gradient), or None."""
+    if got is None:
+        return NONE_RETURNED
+    compare = ex.compare or (lambda a, b: compare_arrays(a, b, ex.rtol, ex.atol))
+    problem = compare(expected, got)
+    if problem is None and case.verify is not None:
+        problem = case.verify(got, mine)
+    if problem is not None or case.grad_of is None:
+        return problem
+    g_ref = _grad(expected, ref_in[case.grad_of])
+    g_got = _grad(got, mine[case.grad_of])
+    if g_got is None and g_ref is not None:
+        return (
+            f"your output carries no gradient with respect to {case.grad_of}: "
+            "is the whole result detached or computed outside autograd?"
+        )
+    if g_ref is not None:
+        diff = compare_arrays(g_ref, g_got, ex.rtol, ex.atol)
+        if diff is not None:
+            return (
+                f"the values match but the gradient with respect to {case.grad_of} does not: {diff}"
+            )
+    return None
 
 
 def _failed(ex: Exercise, case: Case, i: int, problem: str) -> CheckResult:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 
 PAD_VALUES = {"zero": 0.0, "-inf": float("-inf"), "NaN": float("nan")}
+"""Fixed padding values; "junk" (the default) fills padding with random finite log-probs, as a
+model's forward does, so that an answer that ignores the mask is caught."""
 
 
 def response_mask(g: torch.Generator, batch: int, width: int, min_len: int = 1) -> torch.Tensor:
@@ -20,17 +22,21 @@ def log_probs(
     batch: int = 4,
     width: int = 6,
     spread: float = 0.3,
-    pad: str = "zero",
+    pad: str = "junk",
     grad: bool = True,
 ) -> dict:
     """logp, ref_logp, mask: log-probs in (-4, 0), pi_ref off pi_theta by about `spread` nats a
-    token, and padding holding PAD_VALUES[pad]."""
+    token, and padding holding PAD_VALUES[pad] (or, for "junk", other random log-probs)."""
     mask = response_mask(g, batch, width)
     logp = -4 * torch.rand(batch, width, generator=g)
     ref = (logp + spread * torch.randn(batch, width, generator=g)).clamp(max=-1e-3)
-    fill = PAD_VALUES[pad]
-    logp = torch.where(mask.bool(), logp, fill)
-    ref = torch.where(mask.bool(), ref, fill)
+    if pad == "junk":
+        fill_logp = -4 * torch.rand(batch, width, generator=g)
+        fill_ref = -4 * torch.rand(batch, width, generator=g)
+    else:
+        fill_logp = fill_ref = torch.full((batch, width), PAD_VALUES[pad])
+    logp = torch.where(mask.bool(), logp, fill_logp)
+    ref = torch.where(mask.bool(), ref, fill_ref)
     return {"logp": logp.requires_grad_(grad), "ref_logp": ref, "mask": mask}
 
 
