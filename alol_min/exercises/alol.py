@@ -4,13 +4,13 @@ sampling, and one whole training step (the paper's Eq. 3-4 and Algorithm 1; docs
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from alol_min.advantage import draw_batch, sampling_weights
 from alol_min.exercises.checker import Case, Exercise, compare_arrays
 from alol_min.exercises.inputs import advantages, log_probs
 from alol_min.importance import sequence_importance_weight
+from alol_min.lm.batching import token_logprobs
 from alol_min.losses import a_lol_kl_loss, a_lol_loss, a_lol_seq_loss
 
 MASK_HINT = (
@@ -162,8 +162,7 @@ class ToyLM(nn.Module):
 
 def response_log_probs(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """logp[b, t] = log pi(input_ids[b, t+1] | input_ids[b, <= t]).  [B, L-1]"""
-    logits = model(input_ids)[:, :-1]
-    return F.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return token_logprobs(model(input_ids), input_ids)
 
 
 def alol_step(model, optimizer, data: dict, batch_size: int, generator, clip: float) -> float:
