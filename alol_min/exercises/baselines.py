@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from alol_min.exercises.checker import Case, Exercise, compare_arrays
+from alol_min.exercises.checker import Case, Exercise, compare_parts
 from alol_min.exercises.inputs import log_probs, response_mask
 from alol_min.losses import dpo_loss
 from alol_min.ppo import gae, policy_loss
@@ -130,16 +130,6 @@ def _gae_case(gamma: float, lam: float, pad_values: bool = False):
     return make
 
 
-def _compare_gae(expected, got) -> str | None:
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        return f"expected a pair (advantages, returns), got a {type(got).__name__}"
-    for name, e, o in zip(("advantages", "returns"), expected, got):
-        problem = compare_arrays(e, o, 1e-5, 1e-6)
-        if problem:
-            return f"{name}: {problem}"
-    return None
-
-
 GAE = Exercise(
     "GAE",
     gae,
@@ -158,5 +148,5 @@ GAE = Exercise(
              "and give advantages and returns 0 outside the mask"),
     ],
     "gae(rewards, values, mask, gamma, lam) -> (advantages, returns)",
-    compare=_compare_gae,
+    compare=compare_parts(("advantages", "returns")),
 )  # fmt: skip

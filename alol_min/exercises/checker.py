@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -71,7 +71,6 @@ class Exercise:
     """Replaces the default comparison of outputs (for outputs that are not arrays)."""
     runner: Callable[[Callable, dict], object] | None = None
     """Calls a function on a case's inputs (default: fn(**inputs)); used by the training step."""
-    extra: dict = field(default_factory=dict)
 
 
 NONE_RETURNED = "your function returned None: did it forget to `return` its result?"
@@ -116,6 +115,22 @@ def compare_arrays(expected, got, rtol: float, atol: float) -> str | None:
             f"expected {exp.reshape(-1)[worst]:.4f}, got {out.reshape(-1)[worst]:.4f})"
         )
     return None
+
+
+def compare_parts(names: tuple[str, ...], rtol: float = 1e-5, atol: float = 1e-6):
+    """A comparison of outputs that are tuples, such as (advantages, returns): each part by
+    `compare_arrays`, the first that differs named."""
+
+    def compare(expected, got) -> str | None:
+        if not isinstance(got, (tuple, list)) or len(got) != len(names):
+            return f"expected a tuple ({', '.join(names)}), got a {type(got).__name__}"
+        for name, e, o in zip(names, expected, got):
+            problem = compare_arrays(e, o, rtol, atol)
+            if problem:
+                return f"{name}: {problem}"
+        return None
+
+    return compare
 
 
 def _fmt_any(x) -> str:
