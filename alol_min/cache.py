@@ -107,8 +107,13 @@ def verify(folder: Path, key: str) -> str | None:
     return None
 
 
-# Options that change how a result is computed but not the result, at the value given (None: any value).
-_NEUTRAL = {"grad_checkpointing": None, "bf16": False, "grad_accum": 1}
+# Options that change how a result is computed but not the result, at the value given (None: any
+# value); LoRA off (rank 0) is full fine-tuning and the plain prompt format the DialoGPT join, as
+# before these options existed.
+_NEUTRAL = {"grad_checkpointing": None, "bf16": False, "grad_accum": 1, "lora_r": 0,
+            "prompt_format": "plain"}  # fmt: skip
+# Options read only when another one is on: left out while it is off (0, False, None).
+_ONLY_WITH = {"lora_alpha": "lora_r", "lora_dropout": "lora_r"}
 
 
 def config_inputs(cfg) -> dict:
@@ -120,9 +125,11 @@ def config_inputs(cfg) -> dict:
     """
 
     unused = set(cfg.unused_fields()) if hasattr(cfg, "unused_fields") else set()
+    values = asdict(cfg)
+    unused |= {k for k, on in _ONLY_WITH.items() if k in values and not values.get(on)}
     return {
         k: v
-        for k, v in asdict(cfg).items()
+        for k, v in values.items()
         if k not in unused and not (k in _NEUTRAL and (_NEUTRAL[k] is None or v == _NEUTRAL[k]))
     }
 

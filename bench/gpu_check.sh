@@ -1,10 +1,42 @@
 #!/usr/bin/env bash
-# A-LoL on GPT-2 124M in bf16: tokens/s, peak memory, share of the GPU's bf16 matmul peak.
-# Writes results/measurements/gpu_check.json; without CUDA it says so and exits 0.
-# Usage: bench/gpu_check.sh [--steps 30 --batch-size 16 --grad-accum 1 --grad-checkpointing]
+# One command for a lent GPU, in two steps:
+#   1. the throughput check (bench/gpu_check.py): A-LoL steps of GPT-2 124M in bf16, tokens/s, peak
+#      memory and the share of the card's bf16 matmul peak -> results/measurements/gpu_check.json;
+#   2. the main job at full size: `reproduce --preset gpu` (SmolLM2-135M fine-tuned into pi_ref,
+#      every method x 3 seeds at the paper's batch of 16, bf16) -> results/gpu/chitchat/, its
+#      figures in results/gpu/figures/, and its wall time in results/gpu/wall_time.txt.
+# The preset is sized to finish in about 10 minutes on one H200; that is an estimate until it runs.
+# Usage: bench/gpu_check.sh              on a machine with an NVIDIA GPU
+#        bench/gpu_check.sh --cpu-smoke  both steps on the CPU with tiny budgets, into a scratch
+#                                        folder (GPU_CHECK_OUT, default a new temporary folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=python3
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "$PY" bench/gpu_check.py "$@"
+
+if [ "${1:-}" = "--cpu-smoke" ]; then
+  out="${GPU_CHECK_OUT:-$(mktemp -d)}"
+  "$PY" bench/gpu_check.py --cpu-dry-run
+  "$PY" -m alol_min reproduce --preset gpu --methods nll a_lol ppo --seeds 0 \
+    --n-offline 24 --n-value-prompts 10 --n-val-eval 2 --n-test 3 --n-kl-prompts 2 \
+    --decoding-seeds 1 --data.max-train 600 --data.max-validation 60 --data.max-test 20 \
+    --sft.steps 2 --sft.batch-size 4 --sft.eval-every 2 --sft.eval-pairs 4 \
+    --offline.steps 2 --offline.batch-size 4 --offline.eval-every 2 \
+    --ppo.steps 1 --ppo.rollout-prompts 4 --ppo.minibatch-size 4 --ppo.epochs 1 --ppo.eval-every 1 \
+    --decode.max-new-tokens 4 --eval-decode.max-new-tokens 4 --max-prompt-tokens 24 \
+    --max-response-tokens 8 --no-progress --out-dir "$out" --figures-dir "$out/figures"
+  echo "gpu_check: CPU smoke finished in $out"
+  exit 0
+fi
+
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device here, so nothing was measured. Run it on a machine with an NVIDIA GPU."
+  exit 0
+fi
+"$PY" bench/gpu_check.py "$@"
+mkdir -p results/gpu
+start=$(date +%s)
+"$PY" -m alol_min reproduce --preset gpu --out-dir results/gpu --figures-dir results/gpu/figures
+echo "reproduce --preset gpu: $(( $(date +%s) - start )) s on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" \
+  | tee results/gpu/wall_time.txt

@@ -372,3 +372,16 @@ def test_pro_temperature_is_on_the_logit_scale():
     assert torch.allclose(recovered, s, atol=1e-5)
     assert torch.allclose(reward_logit(5 * torch.sigmoid(s), max_total=5.0), s, atol=1e-5)
     assert torch.isfinite(reward_logit(torch.tensor([0.0, 1.0]), 1.0)).all()  # clamped ends
+
+
+def test_lora_offline_run_returns_the_merged_policy(offline_setup):
+    pytest.importorskip("peft")
+    model, tokenizer, data, _, _ = offline_setup
+    cfg = OfflineConfig(steps=2, batch_size=4, lr=1e-2, scale_steps_by_leftover=False, lora_r=4)
+    trained, log = train_offline(model, "a_lol", data, cfg, tokenizer.pad_token_id, progress=False)
+    assert trained.state_dict().keys() == model.state_dict().keys()
+    assert np.isfinite(log[-1]["loss"])
+    moved = [
+        k for k, v in trained.state_dict().items() if not torch.equal(v, model.state_dict()[k])
+    ]
+    assert moved and not any("wte" in k or "wpe" in k for k in moved)

@@ -2,7 +2,10 @@
 
 An example is `prompt <eos> response <eos>`: the prompt is left-truncated (its end matters most),
 the response right-truncated, as in the paper. Training targets are the response tokens and the
-final <eos>; the loss never sees prompt tokens.
+final <eos>; the loss never sees prompt tokens. A tokenizer with a chat template (an instruct model,
+`ModelConfig.prompt_format="chat"`) frames the prompt as the user's message instead:
+`<template before the message> prompt <template after it, up to the assistant's turn> response <eos>`,
+its <eos> being the template's end-of-turn token; only the prompt itself is truncated.
 
 `response_logprobs` returns log pi(y_t | x, y_<t) on a [B, T] grid with a mask that is 1 on
 response targets: exactly the `logp, mask` pair that `losses.method_loss` takes.
@@ -21,7 +24,7 @@ class EncodedPairs:
     """Token ids of (prompt, response) pairs and what truncation did to them."""
 
     input_ids: list[list[int]]
-    """prompt ids + [eos] + response ids + [eos], one list per pair."""
+    """Framed prompt ids (plain: prompt ids + [eos]) + response ids + [eos], one list per pair."""
     response_start: list[int]
     """Index of the first response token in input_ids (= prompt length + 1)."""
     truncated: dict[str, int] = field(default_factory=dict)
@@ -50,6 +53,7 @@ def encode_pairs(
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     eos = tokenizer.eos_token_id
+    before, after = prompt_frame(tokenizer)
     p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     ids, starts = [], []
@@ -61,16 +65,35 @@ def encode_pairs(
             p, cut_p = p[-max_prompt_tokens:], cut_p + 1
         if len(r) > max_response_tokens:
             r, cut_r = r[:max_response_tokens], cut_r + 1
-        ids.append(p + [eos] + r + [eos])
-        starts.append(len(p) + 1)
+        framed = before + p + after
+        ids.append(framed + r + [eos])
+        starts.append(len(framed))
     return EncodedPairs(ids, starts, {"prompts_truncated": cut_p, "responses_truncated": cut_r})
 
 
+def prompt_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """(ids before the prompt, ids after it): ([], [<eos>]) for the plain format; with a chat
+    template, the template's text around a single user message, up to the assistant's turn."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return [], [tokenizer.eos_token_id]
+    marker = "\ue000"  # a private-use character no prompt contains
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True
+    )
+    if text.count(marker) != 1:
+        raise ValueError("the tokenizer's chat template does not render the user message once")
+    head, tail = text.split(marker)
+    encode = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"] if t else []  # noqa: E731
+    return encode(head), encode(tail)
+
+
 def encode_prompts(tokenizer, prompts, max_prompt_tokens: int) -> list[list[int]]:
-    """Prompt ids ending in the <eos> separator, ready for generation or the value head."""
-    eos = tokenizer.eos_token_id
+    """Prompt ids as the policy reads them, framed as in `encode_pairs` (plain: ending in the <eos>
+    separator), ready for generation or the value head."""
+    before, after = prompt_frame(tokenizer)
     ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    return [p[-max_prompt_tokens:] + [eos] for p in ids]
+    return [before + p[-max_prompt_tokens:] + after for p in ids]
 
 
 def collate(encoded: EncodedPairs, indices, pad_id: int) -> dict[str, torch.Tensor]:
@@ -109,10 +132,17 @@ def response_logprobs(model, batch: dict[str, torch.Tensor]):
     The output layer and softmax run only at response positions: prompt positions need no
     vocabulary distribution, and skipping them saves a large share of a small model's step.
     """
-    hidden = model.base_model(
+    hidden = transformer_body(model)(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
     ).last_hidden_state
     return response_logprobs_from_states(model, hidden, batch), batch["response_mask"]
+
+
+def transformer_body(model):
+    """The causal LM's transformer without its output layer (for a peft model: its base model's)."""
+    if hasattr(model, "get_base_model"):  # LoRA adapters wrap the causal LM
+        model = model.get_base_model()
+    return model.base_model
 
 
 def response_logprobs_from_states(

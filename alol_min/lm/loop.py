@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -34,12 +35,40 @@ def make_accelerator(cfg):
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
 
 
+def policy_device() -> torch.device:
+    """Where this process runs its policies: its GPU (LOCAL_RANK under torchrun / accelerate launch)
+    when there is one, else the CPU; the Accelerator of `make_accelerator` picks the same."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def prepare_for_training(model, cfg):
-    """Turn on gradient checkpointing if asked (non-reentrant: works under DDP and with frozen inputs)."""
+    """The model to train: with LoRA adapters when cfg.lora_r > 0 (`with_lora`), gradient
+    checkpointing on if asked (non-reentrant: works under DDP and with frozen inputs), train mode."""
+    if getattr(cfg, "lora_r", 0) > 0:
+        model = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model
+
+
+def with_lora(model, r: int, alpha: float, dropout: float):
+    """LoRA adapters (Hu et al. 2021) on every linear layer but the output layer, through `peft`:
+    W x + (alpha / r) B A x, A [r, d_in] random, B [d_out, r] zero, so training starts at pi_ref and
+    only A and B learn. The adapters live inside `model`'s own modules; `finish_training` merges
+    them into W (W <- W + (alpha / r) B A) and returns the plain model."""
+    try:
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415 (optional dependency)
+    except ImportError as error:
+        raise ImportError("lora_r > 0 needs peft: pip install 'alol-min[lora]'") from error
+    from transformers.pytorch_utils import Conv1D  # noqa: PLC0415 (GPT-2's linear layers)
+
+    gpt2_style = any(isinstance(m, Conv1D) for m in model.modules())  # weights stored [d_in, d_out]
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                        fan_in_fan_out=gpt2_style)  # fmt: skip
+    return get_peft_model(model, config)
 
 
 def micro_batches(global_batch, rank: int, world: int, grad_accum: int) -> list[list[int]]:
@@ -77,11 +106,14 @@ def _sync_on_last(accelerator, model, last: bool):
     return contextlib.nullcontext() if last else accelerator.no_sync(model)
 
 
-def finish_training(model, cfg) -> None:
-    """Undo `prepare_for_training` (checkpointing off) and switch to eval mode."""
+def finish_training(model, cfg):
+    """Undo `prepare_for_training`: checkpointing off, LoRA adapters merged into the weights (the
+    plain model, trained in place, is returned), eval mode."""
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_disable()
-    model.eval()
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model = model.merge_and_unload()
+    return model.eval()
 
 
 class JsonlLog:

@@ -8,7 +8,10 @@ Presets (`ModelConfig.preset(name)`):
 
 Prompt and response are joined DialoGPT-style, as in the paper's Reddit setup:
     input = prompt <eos> response <eos>
-so the end-of-text token is also the separator and the pad token.
+so the end-of-text token is also the separator and the pad token (`prompt_format="plain"`). An
+instruct model reads them in its own chat template instead (`prompt_format="chat"`, the
+smollm2-135m preset's): the prompt is the user's message, the response the assistant's turn
+(`lm.batching.prompt_frame`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class ModelConfig:
     """Prompts are left-truncated to this many tokens (the paper keeps the end of the prompt)."""
     max_response_tokens: int = 40
     """Responses are right-truncated to this many tokens (plus the final <eos>)."""
+    prompt_format: str = "plain"
+    """"plain": prompt <eos> response <eos>; "chat": the tokenizer's chat template (instruct models)."""
 
     @classmethod
     def preset(cls, name: str) -> "ModelConfig":
@@ -94,6 +99,7 @@ class ModelConfig:
                 pretrained="smollm2-135m",
                 max_prompt_tokens=256,
                 max_response_tokens=128,
+                prompt_format="chat",
             ),
         }
         if name not in presets:
@@ -276,9 +282,11 @@ def make_policy(config: ModelConfig, train_texts=None, seed: int = 0, hub_fallba
     with a BPE trained on `train_texts`, and says so.
     """
     config.check_lengths()
+    if config.prompt_format not in ("plain", "chat"):
+        raise ValueError(f"prompt_format must be 'plain' or 'chat', got {config.prompt_format!r}")
     if config.pretrained:
         try:
-            return load_pretrained(config.pretrained)
+            return with_prompt_format(*load_pretrained(config.pretrained), config)
         except (OSError, FileNotFoundError) as error:
             if not (hub_fallback and config.name == "gpt2"):
                 raise
@@ -289,7 +297,19 @@ def make_policy(config: ModelConfig, train_texts=None, seed: int = 0, hub_fallba
     if train_texts is None:
         raise ValueError(f"preset {config.name!r} trains its tokenizer: pass train_texts")
     tokenizer = train_tokenizer(train_texts, config.vocab_size)
-    return build_model(config, tokenizer, seed), tokenizer
+    return with_prompt_format(build_model(config, tokenizer, seed), tokenizer, config)
+
+
+def with_prompt_format(model, tokenizer, config: ModelConfig):
+    """(model, tokenizer) with the tokenizer set for `config.prompt_format`: "plain" drops any chat
+    template, "chat" needs one. The tokenizer carries the choice: it is saved with pi_ref."""
+    if config.prompt_format == "plain":
+        tokenizer.chat_template = None
+    elif not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"prompt_format 'chat' needs a tokenizer with a chat template; {config.name!r}'s has none"
+        )
+    return model, tokenizer
 
 
 def save_policy(model, tokenizer, folder) -> None:

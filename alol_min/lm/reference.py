@@ -9,7 +9,6 @@ a hash of the data, the model config, the training config and the seed.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from alol_min.cache import (
@@ -61,7 +60,7 @@ def reference_policy(
         "task": task,
         "train": dataset_digest(data["train"]),
         "validation": dataset_digest(data["validation"]),
-        "model": asdict(model_cfg),
+        "model": config_inputs(model_cfg),
         "sft": config_inputs(sft_cfg),
         "source": source_digest(*PI_REF_SOURCE),
     }

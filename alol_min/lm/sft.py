@@ -16,8 +16,11 @@ Scaling (shared with `run.train.train_offline`):
   mean_{i in global batch} loss_i, whatever the split: (batch 8, accum 1) and (batch 4, accum 2)
   give the same step up to float rounding. (The paper's HHA trainer sums over its 4 micro-steps
   instead (docs/method.md §7.4); with a mean the learning rate does not depend on grad_accum.)
-- bf16: Accelerate's autocast (`mixed_precision="bf16"`); weights and optimiser stay in fp32.
-  Meant for GPUs; on a CPU it runs, but is usually slower than fp32 (no bf16 matrix units).
+- bf16: Accelerate's autocast (`mixed_precision="bf16"`); weights and optimiser stay in fp32. It
+  pays on a GPU, and on a CPU with bf16 matrix instructions (AVX-512 BF16, AMX) for a model large
+  enough to be bound by its matmuls; `bench/precision.py` measures both on the machine at hand.
+- lora_r > 0: LoRA adapters on every linear layer (`lm.loop.with_lora`, through `peft`); only
+  they train, and they are merged into the weights at the end.
 - grad_checkpointing: `model.gradient_checkpointing_enable()`: activations are recomputed in the
   backward pass (about 30% more compute, much less memory); the loss is unchanged.
 """
@@ -72,9 +75,15 @@ class SFTConfig:
     grad_accum: int = 1
     """Micro-batches per optimiser step: the global batch is batch_size x grad_accum x processes."""
     bf16: bool = False
-    """bf16 mixed precision (Accelerate autocast); for GPUs: on a CPU it runs but is usually slower."""
+    """bf16 mixed precision (Accelerate autocast): pays on GPUs and on CPUs with bf16 matrix units."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale alpha: the update is (alpha / r) B A (the paper's scripts list r 64, alpha 16)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch's input."""
 
 
 def lr_at(step: int, cfg) -> float:
@@ -119,7 +128,8 @@ def train_nll(
     run_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Train `model` in place by NLL on `encoded`; returns the log rows (also written to run_dir).
+    """Train `model` in place by NLL on `encoded` (LoRA adapters, if any, are merged into it);
+    returns the log rows (also written to run_dir).
 
     Each step takes a global batch of batch_size x grad_accum x processes pairs from length buckets
     and follows the normalisation of the module docstring: the update is that of the global batch's
@@ -133,8 +143,10 @@ def train_nll(
         )
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(prepare_for_training(model, cfg), optimizer)
+    model = prepare_for_training(model, cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
     global_size = cfg.batch_size * cfg.grad_accum * world
     lengths = [len(ids) for ids in encoded.input_ids]
     batches: list[list[int]] = []

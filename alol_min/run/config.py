@@ -51,9 +51,11 @@ over 3 seeds)."""
 class ReproduceConfig:
     """One reproduction run: pi_ref -> reward -> V_ref -> advantages -> methods x seeds -> test."""
 
-    preset: Literal["default", "smoke", "full"] = "default"
+    preset: Literal["default", "smoke", "full", "gpt2-scale", "gpu"] = "default"
     """Named starting point (see `PRESETS`): default = NLL and A-LoL, one seed; full = every method
-    over 3 seeds and the decoding noise; smoke = every method with tiny budgets (CI)."""
+    over 3 seeds and the decoding noise; smoke = every method with tiny budgets (CI); gpt2-scale =
+    the pretrained SmolLM2-135M, 8 methods x 2 seeds sized for hours of a CPU; gpu = the same job
+    at full size for one GPU (the paper's batch of 16, every method x 3 seeds)."""
     task: Literal["chitchat", "tiny-hh", "hh-rlhf"] = "chitchat"
     """The task: chitchat (real dialogue), tiny-hh (a generated HH-format world) or hh-rlhf (the
     paper's HHA data: needs --source)."""
@@ -171,6 +173,50 @@ SMOKE = ReproduceConfig(
     eval_decode=DecodeConfig(max_new_tokens=12),
     decoding_seeds=5,
 )
+SCALE_METHODS = (
+    "nll",
+    "wbc",
+    "a_lol",
+    "a_lol_seq",
+    "a_lol_ref_free",
+    "a_lol_no_clamp",
+    "dpo",
+    "ppo",
+)
+"""The gpt2-scale set: the paper's main variants, two baselines, PPO, and A-LoL with A < 0 kept
+(whether a fluent pi_ref makes V and the leftover filter matter)."""
+GPT2_SCALE = ReproduceConfig(
+    preset="gpt2-scale",
+    model="smollm2-135m",
+    max_prompt_tokens=64,
+    max_response_tokens=48,
+    methods=SCALE_METHODS,
+    seeds=(0, 1),
+    n_offline=2000,
+    n_value_prompts=200,
+    n_val_eval=64,
+    n_test=200,
+    sft=SFTConfig(steps=300, batch_size=8, lr=5e-5, warmup_steps=20, eval_every=150,
+                  eval_pairs=200, bf16=True),
+    value=ValueConfig(samples_per_prompt=2),
+    offline=OfflineConfig(steps=100, batch_size=8, lr=2e-5, warmup_steps=10, eval_every=25,
+                          bf16=True),
+    ppo=PPOConfig(steps=30, rollout_prompts=16, minibatch_size=8, epochs=2, lr=1e-5, eval_every=10),
+    n_kl_prompts=32,
+)  # fmt: skip
+"""SmolLM2-135M-Instruct (its own tokenizer and chat template) on 2,000 training pairs, prompts cut
+to 64 tokens and replies to 48; pi_ref by 300 NLL steps; every method at batch 8 in bf16 autocast,
+lr 2e-5 (the paper's full-fine-tuning rate), 100 nominal steps, validating 64 prompts every 25;
+200 test prompts. `bench/precision.py` measures the step costs it is sized from."""
+GPU = _with(
+    GPT2_SCALE, preset="gpu", methods=FULL_METHODS, seeds=(0, 1, 2), n_offline=20000,
+    n_value_prompts=600, n_val_eval=200, n_test=500, max_prompt_tokens=128,
+    max_response_tokens=64, sft=_with(GPT2_SCALE.sft, steps=1000, batch_size=16),
+    value=ValueConfig(), offline=_with(GPT2_SCALE.offline, steps=300, batch_size=16, eval_every=50),
+    ppo=_with(GPT2_SCALE.ppo, steps=60, rollout_prompts=64, minibatch_size=16), n_kl_prompts=64,
+)  # fmt: skip
+"""The gpt2-scale job at full size for one GPU (`bench/gpu_check.sh`): the paper's batch of 16,
+every method x 3 seeds, 20,000 training pairs, the main job's validation and test sizes."""
 PAPER_DECODING = {"chitchat": "beam", "tiny-hh": "greedy", "hh-rlhf": "greedy"}
 """The paper's decoding for each task's analogue: Reddit's beam search, HHA's greedy."""
 TINY_HH_DECODING = "top-p"
@@ -209,6 +255,8 @@ PRESETS: dict[tuple[str, str], ReproduceConfig] = {
     ("default", "tiny-hh"): _with(DEFAULT, task="tiny-hh", sft=TINY_HH_SFT, decoding=TINY_HH_DECODING),
     ("full", "tiny-hh"): _with(FULL, task="tiny-hh", sft=TINY_HH_SFT, decoding=TINY_HH_DECODING),
     ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh", decoding=TINY_HH_DECODING),
+    ("gpt2-scale", "chitchat"): GPT2_SCALE,
+    ("gpu", "chitchat"): GPU,
     ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
     ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": OFFLINE_FULL}, decoding_seeds=1),
     ("smoke", "hh-rlhf"): _with(
@@ -223,7 +271,9 @@ def preset(name: str = "default", task: str = "chitchat") -> ReproduceConfig:
     """A fresh copy of the named preset for `task`."""
     if (name, task) not in PRESETS:
         raise ConfigError(
-            "--preset", f"no preset {name!r} for task {task!r}; presets: default, smoke, full"
+            "--preset",
+            f"no preset {name!r} for task {task!r}; presets: "
+            + ", ".join(sorted({n for n, t in PRESETS if t == task})),
         )
     return copy.deepcopy(PRESETS[(name, task)])
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from alol_min.cache import cache_key
 from alol_min.lm.generation import DecodeConfig, with_decoding
+from alol_min.lm.loop import policy_device
 from alol_min.lm.reference import pretrained_reference, reference_metrics, reference_policy
 from alol_min.losses import METHODS, method_spec
 from alol_min.ppo import train_ppo
@@ -81,6 +82,7 @@ def run(cfg: ReproduceConfig) -> Path:
         print(
             f"pi_ref: validation reply perplexity {reference_metrics(ref_folder)['val_reply_ppl']:.1f}"
         )
+    model.to(policy_device())  # generation, V's features and the tests run where training does
     reward_stats = task.reward_stats
     print(f"reward: {', '.join(reward.components)}; fit: {json.dumps(reward_stats, default=float)}")
     # --prepare-only also builds what DPO / PRO need, so that no later multi-process call has to

@@ -7,8 +7,8 @@ method's per-example loss. pi_ref's log-probs come from the cache built by
 NLL step costs. Periodic validation decodes the validation prompts, scores them, and keeps the
 best checkpoint by validation reward (the paper's model selection).
 
-Scaling: `grad_accum`, `bf16`, `grad_checkpointing` and several processes (`accelerate launch`)
-work as in `lm.sft` (see its docstring): a step's global batch of batch_size x grad_accum x
+Scaling: `grad_accum`, `bf16`, `grad_checkpointing`, LoRA (`lora_r`) and several processes
+(`accelerate launch`) work as in `lm.sft` (see its docstring): a step's global batch of batch_size x grad_accum x
 processes indices is drawn once, by a sampler seeded alike on every process, so every process holds
 the same global index list; each keeps `rank_slice(batch, rank, processes)` and splits it into
 grad_accum micro-batches. The update is that of the mean per-example loss over the global batch.
@@ -99,9 +99,15 @@ class OfflineConfig:
     grad_accum: int = 1
     """Micro-batches per optimiser step: the global batch is batch_size x grad_accum x processes."""
     bf16: bool = False
-    """bf16 mixed precision (Accelerate autocast); for GPUs: on a CPU it runs but is usually slower."""
+    """bf16 mixed precision (Accelerate autocast): pays on GPUs and on CPUs with bf16 matrix units."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale alpha: the update is (alpha / r) B A (the paper's scripts list r 64, alpha 16)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch's input."""
     probe_pairs: int = 256
     """Fixed training pairs (the first leftovers) whose sequence log-ratio log r is logged at each
     validation, for methods that use pi_ref: the distribution of the importance weights over training."""
@@ -298,7 +304,8 @@ def train_offline(
         steps, eval_every = scaled_step_budget(cfg.steps, p), scaled_step_budget(cfg.eval_every, p)
     global_size = cfg.batch_size * cfg.grad_accum * world
     model = prepare_for_training(copy.deepcopy(ref_model), cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     log, seen = [], set()
     best_score, best_state, kept_step = -float("inf"), None, None
@@ -385,24 +392,16 @@ def train_offline(
                 best_state = copy.deepcopy(unwrapped.state_dict())
                 kept_step = step + 1
                 row["best"] = True
-                if (
-                    probe_log_r is not None and log_file.path is not None
-                ):  # the kept checkpoint's weights
-                    (run_dir / "importance.json").write_text(
-                        json.dumps(
-                            {
-                                "step": step + 1,
-                                "clip": cfg.clip,
-                                "log_ratio": np.round(probe_log_r, 4).tolist(),
-                            }
-                        )
-                    )
+                if probe_log_r is not None and log_file.path is not None:  # the kept weights
+                    kept = {"step": step + 1, "clip": cfg.clip,
+                            "log_ratio": np.round(probe_log_r, 4).tolist()}  # fmt: skip
+                    (run_dir / "importance.json").write_text(json.dumps(kept))
         log.append(row)
         log_file.write(row)
     model = accelerator.unwrap_model(model)
     if best_state is not None:
         model.load_state_dict(best_state)
-    finish_training(model, cfg)
+    model = finish_training(model, cfg)
     if log:
         log[-1]["kept_step"] = steps if kept_step is None else kept_step
     return model, log
