@@ -3,7 +3,7 @@
 #   1. the throughput check (bench/gpu_check.py): A-LoL steps of GPT-2 124M in bf16, tokens/s, peak
 #      memory and the share of the card's bf16 matmul peak -> results/measurements/gpu_check.json;
 #   2. the main job at full size: `reproduce --preset gpu` (SmolLM2-135M fine-tuned into pi_ref,
-#      every method x 3 seeds at the paper's batch of 16, bf16) -> results/gpu/chitchat/, its
+#      every method x 3 seeds at the paper's batch of 16, bf16) -> results/gpu/chitchat-smollm2-135m/, its
 #      figures in results/gpu/figures/, and its wall time in results/gpu/wall_time.txt.
 # The preset is sized to finish in about 10 minutes on one H200; that is an estimate until it runs.
 # Usage: bench/gpu_check.sh              on a machine with an NVIDIA GPU

@@ -79,8 +79,8 @@ def _run(args, cwd, timeout=300):
     return result.stdout
 
 
-def _summary(out):
-    with open(out / "hh-rlhf" / "summary.csv") as handle:
+def _summary(out, folder="hh-rlhf"):
+    with open(out / folder / "summary.csv") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -265,4 +265,5 @@ def test_hh_pipeline_runs_a_few_steps_of_smollm2(hh_folder, tmp_path):
         timeout=600,
     )
     assert "A-LoL seed 0: test total" in out
-    assert [r["method"] for r in _summary(tmp_path)] == ["pi_ref", "a_lol"]
+    summary = _summary(tmp_path, "hh-rlhf-smollm2-135m")  # a pretrained model's own folder
+    assert [r["method"] for r in summary] == ["pi_ref", "a_lol"]

@@ -11,6 +11,8 @@ from alol_min.lm.loop import finish_training, prepare_for_training
 from alol_min.lm.models import ModelConfig, make_policy, with_prompt_format
 from alol_min.lm.reference import encode_split
 from alol_min.lm.sft import SFTConfig, train_nll
+from alol_min.run.config import preset
+from alol_min.run.reproduce import task_folder
 from alol_min.run.train import OfflineConfig
 
 peft = pytest.importorskip("peft")
@@ -108,3 +110,11 @@ def test_prompt_format_is_set_on_the_tokenizer(micro_policy, chat_tokenizer):
         with_prompt_format(model, copy.deepcopy(micro_policy[1]), chat)
     with pytest.raises(ValueError, match="prompt_format must be"):
         make_policy(ModelConfig(name="micro", prompt_format="chatml"), ["a b c"])
+
+
+def test_a_pretrained_models_runs_get_their_own_folder():
+    assert task_folder(preset("default")) == "chitchat"
+    assert task_folder(preset("gpt2-scale")) == "chitchat-smollm2-135m"
+    low = preset("gpt2-scale")
+    low.pool = "low-rated"
+    assert task_folder(low) == "chitchat-low-rated-smollm2-135m"

@@ -51,11 +51,14 @@ from alol_min.tasks import load_task
 
 
 def task_folder(cfg: ReproduceConfig) -> str:
-    return cfg.task if cfg.pool == "all" else f"{cfg.task}-{cfg.pool}"
+    """<task>[-<pool>][-<model>]: a pretrained model's runs get a folder of their own."""
+    folder = cfg.task if cfg.pool == "all" else f"{cfg.task}-{cfg.pool}"
+    pretrained = cfg.model_config().pretrained
+    return f"{folder}-{Path(cfg.model).name}" if pretrained else folder
 
 
 def run(cfg: ReproduceConfig) -> Path:
-    """Run the reproduction; returns <out_dir>/<task>[-<pool>]."""
+    """Run the reproduction; returns <out_dir>/<task>[-<pool>][-<model>] (`task_folder`)."""
     start = time.time()
     check_config(cfg)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and any(
@@ -288,7 +291,8 @@ def finish(cfg: ReproduceConfig, out: Path, rows: dict, families: dict[str, str]
         print(f"left out of summary.csv: {len(left_out)} run(s) in {out / 'runs'} made from other "
               f"settings, inputs or code: {', '.join(left_out)}")  # fmt: skip
     figures = Path(cfg.figures_dir)
-    written = plot_all(out, figures, out.name) + [plot_noisy(out.parent, figures, cfg.task)]
+    pools = [] if cfg.model_config().pretrained else [plot_noisy(out.parent, figures, cfg.task)]
+    written = plot_all(out, figures, out.name) + pools  # the noisy-data pools: the tiny model's
     for path in filter(None, written):
         print(f"wrote {path}")
     reference = Path(cfg.reference_dir) / out.name
