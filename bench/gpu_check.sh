@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ "${1:-}" = "--cpu-smoke" ]; then
   out="${GPU_CHECK_OUT:-$(mktemp -d)}"
   "$PY" bench/gpu_check.py --cpu-dry-run
-  "$PY" -m alol_min reproduce --preset gpu --methods nll a_lol ppo --seeds 0 \
+  "$PY" -m alol_min reproduce --preset gpu --methods a_lol ppo --seeds 0 --second-view none \
     --n-offline 24 --n-value-prompts 10 --n-val-eval 2 --n-test 3 --n-kl-prompts 2 \
     --decoding-seeds 1 --data.max-train 600 --data.max-validation 60 --data.max-test 20 \
     --sft.steps 2 --sft.batch-size 4 --sft.eval-every 2 --sft.eval-pairs 4 \

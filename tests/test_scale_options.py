@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alol_min.cache import config_inputs
-from alol_min.lm.batching import encode_pairs, encode_prompts, prompt_frame
+from alol_min.lm.batching import encode_pairs, encode_prompts, prompt_frame, user_message
 from alol_min.lm.loop import finish_training, prepare_for_training
 from alol_min.lm.models import ModelConfig, make_policy, with_prompt_format
 from alol_min.lm.reference import encode_split
@@ -118,3 +118,20 @@ def test_a_pretrained_models_runs_get_their_own_folder():
     low = preset("gpt2-scale")
     low.pool = "low-rated"
     assert task_folder(low) == "chitchat-low-rated-smollm2-135m"
+
+
+def test_an_hh_dialogue_becomes_one_user_message(chat_tokenizer, micro_policy):
+    single = "\n\nHuman: What is a novel?\n\nAssistant:"
+    multi = (
+        "\n\nHuman: Hello?\n\nAssistant: Of course.\n\nHuman: How do I bake bread?\n\nAssistant:"
+    )
+    assert user_message(single) == "What is a novel?"
+    assert (
+        user_message(multi) == "Human: Hello?\nAssistant: Of course.\nHuman: How do I bake bread?"
+    )
+    assert user_message("just a turn of chitchat") == "just a turn of chitchat"
+    assert encode_prompts(chat_tokenizer, [single], 24) == encode_prompts(
+        chat_tokenizer, ["What is a novel?"], 24
+    )
+    plain = micro_policy[1]  # no chat template: the HH text is read as it is
+    assert encode_prompts(plain, [single], 24) != encode_prompts(plain, ["What is a novel?"], 24)

@@ -5,7 +5,8 @@ the response right-truncated, as in the paper. Training targets are the response
 final <eos>; the loss never sees prompt tokens. A tokenizer with a chat template (an instruct model,
 `ModelConfig.prompt_format="chat"`) frames the prompt as the user's message instead:
 `<template before the message> prompt <template after it, up to the assistant's turn> response <eos>`,
-its <eos> being the template's end-of-turn token; only the prompt itself is truncated.
+its <eos> being the template's end-of-turn token; only the prompt itself is truncated, and an HH
+dialogue becomes one message (`user_message`).
 
 `response_logprobs` returns log pi(y_t | x, y_<t) on a [B, T] grid with a mask that is 1 on
 response targets: exactly the `logp, mask` pair that `losses.method_loss` takes.
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from alol_min.lm import hh_format
 
 
 @dataclass
@@ -54,7 +57,7 @@ def encode_pairs(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     eos = tokenizer.eos_token_id
     before, after = prompt_frame(tokenizer)
-    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    p_ids = tokenizer(prompt_texts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     ids, starts = [], []
     cut_p = cut_r = 0
@@ -69,6 +72,33 @@ def encode_pairs(
         ids.append(framed + r + [eos])
         starts.append(len(framed))
     return EncodedPairs(ids, starts, {"prompts_truncated": cut_p, "responses_truncated": cut_r})
+
+
+def user_message(prompt: str) -> str:
+    """The user's message of a prompt under the chat format: the text itself; for an HH dialogue
+    ("\n\nHuman: ... \n\nAssistant:"), a single human turn's text, or for several turns one line
+    per turn ("Human: q1\nAssistant: a1\nHuman: q2"), without the final empty assistant tag that
+    the template's assistant turn replaces."""
+    try:
+        turns = hh_format.turns(prompt)
+    except ValueError:  # not an HH dialogue
+        return prompt
+    if turns and turns[-1] == ("assistant", ""):
+        turns = turns[:-1]
+    if len(turns) == 1 and turns[0][0] == "human":
+        return turns[0][1]
+    return "\n".join(
+        f"{'Human' if role == 'human' else 'Assistant'}: {text}" for role, text in turns
+    )
+
+
+def prompt_texts(tokenizer, prompts) -> list[str]:
+    """The prompts as the policy's format reads them: `user_message` under a chat template."""
+    return (
+        [user_message(p) for p in prompts]
+        if getattr(tokenizer, "chat_template", None)
+        else list(prompts)
+    )
 
 
 def prompt_frame(tokenizer) -> tuple[list[int], list[int]]:
@@ -92,7 +122,7 @@ def encode_prompts(tokenizer, prompts, max_prompt_tokens: int) -> list[list[int]
     """Prompt ids as the policy reads them, framed as in `encode_pairs` (plain: ending in the <eos>
     separator), ready for generation or the value head."""
     before, after = prompt_frame(tokenizer)
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt_texts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
     return [before + p[-max_prompt_tokens:] + after for p in ids]
 
 

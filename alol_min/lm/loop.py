@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from transformers.pytorch_utils import Conv1D
 
 from alol_min.lm.batching import response_logprobs, token_logprobs
 
@@ -63,8 +64,6 @@ def with_lora(model, r: int, alpha: float, dropout: float):
         from peft import LoraConfig, get_peft_model  # noqa: PLC0415 (optional dependency)
     except ImportError as error:
         raise ImportError("lora_r > 0 needs peft: pip install 'alol-min[lora]'") from error
-    from transformers.pytorch_utils import Conv1D  # noqa: PLC0415 (GPT-2's linear layers)
-
     gpt2_style = any(isinstance(m, Conv1D) for m in model.modules())  # weights stored [d_in, d_out]
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
                         fan_in_fan_out=gpt2_style)  # fmt: skip

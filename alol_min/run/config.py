@@ -204,7 +204,8 @@ GPT2_SCALE = ReproduceConfig(
     ppo=PPOConfig(steps=30, rollout_prompts=16, minibatch_size=8, epochs=2, lr=1e-5, eval_every=10),
     n_kl_prompts=32,
 )  # fmt: skip
-"""SmolLM2-135M-Instruct (its own tokenizer and chat template) on 2,000 training pairs, prompts cut
+"""SmolLM2-135M-Instruct (its own tokenizer and chat template) on chitchat, or on tiny-hh with its
+own decoding (top-p, greedy as the second view): 2,000 training pairs, prompts cut
 to 64 tokens and replies to 48; pi_ref by 300 NLL steps; every method at batch 8 in bf16 autocast,
 lr 2e-5 (the paper's full-fine-tuning rate), 100 nominal steps, validating 64 prompts every 25;
 200 test prompts. `bench/precision.py` measures the step costs it is sized from."""
@@ -257,6 +258,8 @@ PRESETS: dict[tuple[str, str], ReproduceConfig] = {
     ("smoke", "tiny-hh"): _with(SMOKE, task="tiny-hh", decoding=TINY_HH_DECODING),
     ("gpt2-scale", "chitchat"): GPT2_SCALE,
     ("gpu", "chitchat"): GPU,
+    ("gpt2-scale", "tiny-hh"): _with(GPT2_SCALE, task="tiny-hh", decoding=TINY_HH_DECODING),
+    ("gpu", "tiny-hh"): _with(GPU, task="tiny-hh", decoding=TINY_HH_DECODING),
     ("default", "hh-rlhf"): _with(DEFAULT, **HHA),
     ("full", "hh-rlhf"): _with(FULL, **{**HHA, "methods": OFFLINE_FULL}, decoding_seeds=1),
     ("smoke", "hh-rlhf"): _with(
