@@ -29,7 +29,7 @@ class EncodedPairs:
     input_ids: list[list[int]]
     """Framed prompt ids (plain: prompt ids + [eos]) + response ids + [eos], one list per pair."""
     response_start: list[int]
-    """Index of the first response token in input_ids (= prompt length + 1)."""
+    """Index of the first response token in input_ids (the framed prompt's length)."""
     truncated: dict[str, int] = field(default_factory=dict)
     """How many prompts / responses were cut to fit (reported, never silent)."""
 
@@ -52,7 +52,8 @@ class EncodedPairs:
 def encode_pairs(
     tokenizer, prompts, responses, max_prompt_tokens: int, max_response_tokens: int
 ) -> EncodedPairs:
-    """Tokenize pairs: left-truncate prompts, right-truncate responses, join with <eos>."""
+    """Tokenize pairs: left-truncate prompts, right-truncate responses, frame each prompt
+    (`prompt_frame`: plain, the <eos> separator after it) and end each response with <eos>."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     eos = tokenizer.eos_token_id
