@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +37,24 @@ def make_accelerator(cfg):
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
 
 
+@dataclass
+class LoraOptions:
+    """LoRA options of a training config (`SFTConfig`, `OfflineConfig`): see `with_lora`."""
+
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale alpha: the update is (alpha / r) B A (the paper's scripts list r 64, alpha 16)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch's input."""
+
+
+def adamw(model, cfg) -> torch.optim.AdamW:
+    """AdamW over the parameters that train (with LoRA: the adapters only)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def policy_device() -> torch.device:
     """Where this process runs its policies: its GPU (LOCAL_RANK under torchrun / accelerate launch)
     when there is one, else the CPU; the Accelerator of `make_accelerator` picks the same."""
@@ -47,7 +66,7 @@ def policy_device() -> torch.device:
 def prepare_for_training(model, cfg):
     """The model to train: with LoRA adapters when cfg.lora_r > 0 (`with_lora`), gradient
     checkpointing on if asked (non-reentrant: works under DDP and with frozen inputs), train mode."""
-    if getattr(cfg, "lora_r", 0) > 0:
+    if getattr(cfg, "lora_r", 0) > 0:  # a LoraOptions config
         model = with_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

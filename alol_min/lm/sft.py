@@ -39,7 +39,9 @@ from tqdm.auto import tqdm
 from alol_min.lm.batching import EncodedPairs, collate, length_buckets, response_logprobs
 from alol_min.lm.loop import (
     JsonlLog,
+    LoraOptions,
     _sync_on_last,
+    adamw,
     finish_training,
     make_accelerator,
     micro_batches,
@@ -49,7 +51,7 @@ from alol_min.lm.loop import (
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(LoraOptions):
     """Optimisation of pi_ref by NLL."""
 
     steps: int = 1150
@@ -78,12 +80,6 @@ class SFTConfig:
     """bf16 mixed precision (Accelerate autocast): pays on GPUs and on CPUs with bf16 matrix units."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
-    lora_r: int = 0
-    """LoRA rank; 0 trains every weight (full fine-tuning)."""
-    lora_alpha: float = 16.0
-    """LoRA scale alpha: the update is (alpha / r) B A (the paper's scripts list r 64, alpha 16)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA branch's input."""
 
 
 def lr_at(step: int, cfg) -> float:
@@ -144,8 +140,7 @@ def train_nll(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     model = prepare_for_training(model, cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     global_size = cfg.batch_size * cfg.grad_accum * world
     lengths = [len(ids) for ids in encoded.input_ids]

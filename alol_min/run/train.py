@@ -8,10 +8,11 @@ NLL step costs. Periodic validation decodes the validation prompts, scores them,
 best checkpoint by validation reward (the paper's model selection).
 
 Scaling: `grad_accum`, `bf16`, `grad_checkpointing`, LoRA (`lora_r`) and several processes
-(`accelerate launch`) work as in `lm.sft` (see its docstring): a step's global batch of batch_size x grad_accum x
-processes indices is drawn once, by a sampler seeded alike on every process, so every process holds
-the same global index list; each keeps `rank_slice(batch, rank, processes)` and splits it into
-grad_accum micro-batches. The update is that of the mean per-example loss over the global batch.
+(`accelerate launch`) work as in `lm.sft` (see its docstring): a step's global batch of
+batch_size x grad_accum x processes indices is drawn once, by a sampler seeded alike on every
+process, so every process holds the same global index list; each keeps
+`rank_slice(batch, rank, processes)` and splits it into grad_accum micro-batches. The update is
+that of the mean per-example loss over the global batch.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from alol_min.importance import clip_fraction, clipped_share, sequence_log_ratio
 from alol_min.lm.batching import EncodedPairs, collate, scatter_ref_logprobs
 from alol_min.lm.loop import (
     JsonlLog,
+    LoraOptions,
+    adamw,
     finish_training,
     make_accelerator,
     micro_batches,
@@ -55,7 +58,7 @@ from alol_min.losses import (
 
 
 @dataclass
-class OfflineConfig:
+class OfflineConfig(LoraOptions):
     """Optimisation of pi_theta by an offline method."""
 
     steps: int = 300
@@ -102,12 +105,6 @@ class OfflineConfig:
     """bf16 mixed precision (Accelerate autocast): pays on GPUs and on CPUs with bf16 matrix units."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more compute, same loss."""
-    lora_r: int = 0
-    """LoRA rank; 0 trains every weight (full fine-tuning)."""
-    lora_alpha: float = 16.0
-    """LoRA scale alpha: the update is (alpha / r) B A (the paper's scripts list r 64, alpha 16)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA branch's input."""
     probe_pairs: int = 256
     """Fixed training pairs (the first leftovers) whose sequence log-ratio log r is logged at each
     validation, for methods that use pi_ref: the distribution of the importance weights over training."""
@@ -304,8 +301,7 @@ def train_offline(
         steps, eval_every = scaled_step_budget(cfg.steps, p), scaled_step_budget(cfg.eval_every, p)
     global_size = cfg.batch_size * cfg.grad_accum * world
     model = prepare_for_training(copy.deepcopy(ref_model), cfg)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     log, seen = [], set()
     best_score, best_state, kept_step = -float("inf"), None, None
