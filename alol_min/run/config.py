@@ -209,7 +209,8 @@ own decoding (top-p, greedy as the second view): 2,000 training pairs, prompts c
 to 64 tokens and replies to 48; pi_ref by 300 NLL steps; V from 200 prompts x 4 samples (with 2,
 the noise ceiling is too noisy to estimate: RESULTS.md, "The gpt2-scale preset"); every method
 at batch 8 in bf16 autocast, lr 2e-5 (the paper's full-fine-tuning rate), 100 nominal steps,
-validating 64 prompts every 25; 200 test prompts. `bench/precision.py` measures the step costs it is sized from."""
+validating 64 prompts every 25; 200 test prompts. `bench/precision.py` measures the step costs
+it is sized from."""
 GPU = _with(
     GPT2_SCALE, preset="gpu", methods=FULL_METHODS, seeds=(0, 1, 2), n_offline=20000,
     n_value_prompts=600, n_val_eval=200, n_test=500, max_prompt_tokens=128,
