@@ -147,8 +147,15 @@ def test_two_processes_equal_one_with_the_same_global_batch(saved_setup):
     np.testing.assert_allclose(ranks[0]["loss"], single["loss"], rtol=1e-4)
     one = torch.load(folder / "world1" / "policy.pt")
     two = torch.load(folder / "world2" / "policy.pt")
+    start = load_policy(folder / "policy")[0].state_dict()
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
+        # One batch and two averaged shards sum in another order, and Adam's normalisation can
+        # magnify that last-bit difference on a near-zero gradient; so the bar is relative to how
+        # far training moved the tensor. A rank whose gradients were not averaged would be off by
+        # a whole update.
+        moved = (one[name] - start[name]).abs().max().item()
+        off = (two[name] - one[name]).abs().max().item()
+        assert off <= 0.02 * moved + 1e-7, (name, off, moved)
 
 
 if __name__ == "__main__":
