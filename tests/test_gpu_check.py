@@ -28,15 +28,15 @@ def test_gpu_check_cpu_smoke_runs_the_gpu_preset(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "CPU dry run finished" in result.stdout
-    rows = list(csv.DictReader((tmp_path / "chitchat-smollm2-135m" / "summary.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "tiny-hh-smollm2-135m" / "summary.csv").open()))
     assert [r["method"] for r in rows] == ["pi_ref", "a_lol", "ppo"]
     made = json.loads(
-        (tmp_path / "chitchat-smollm2-135m" / "runs" / "a_lol-s0" / "provenance.json").read_text()
+        (tmp_path / "tiny-hh-smollm2-135m" / "runs" / "a_lol-s0" / "provenance.json").read_text()
     )
     config = made["config"]
     assert config["model"] == "smollm2-135m" and config["offline"]["bf16"]
     assert config["offline"]["batch_size"] == 4  # the smoke's override of the preset's 16
     samples = json.loads(
-        (tmp_path / "chitchat-smollm2-135m" / "runs" / "a_lol-s0" / "samples.json").read_text()
+        (tmp_path / "tiny-hh-smollm2-135m" / "runs" / "a_lol-s0" / "samples.json").read_text()
     )
     assert all(s["response"].strip() for s in samples)
